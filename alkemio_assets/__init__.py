@@ -1,0 +1,1 @@
+"""Alkemio + Ory Kratos MySQL 8 → PostgreSQL migration as a Dagster asset graph."""

@@ -1,0 +1,180 @@
+"""Typed, validated settings from the environment (the seed's variable names) and migration.toml."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "migration.toml"
+
+ServerKind = Literal["mysql", "postgres"]
+
+
+class SettingsError(ValueError):
+    """Raised with every problem found in the configuration, one per line."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A database server. Holds the *name* of the variable with the password, never the password."""
+
+    kind: ServerKind
+    host: str
+    port: int
+    user: str
+    password_env: str
+
+    def password(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        if self.password_env not in env:
+            raise SettingsError(
+                f"{self.password_env} is not set: the password for {self.describe()} "
+                "(set it empty for trust/socket authentication)"
+            )
+        return env[self.password_env]
+
+    def describe(self) -> str:
+        return f"{self.kind}://{self.user}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class DatabasePair:
+    """One MySQL database and the PostgreSQL database it converges on."""
+
+    name: str
+    source_database: str
+    target_database: str
+    exclude: Mapping[str, str] = field(default_factory=dict)
+    critical_tables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: Endpoint
+    target: Endpoint
+    pairs: tuple[DatabasePair, ...]
+    workdir: Path
+    catalog_dir: Path
+    dagster_storage: Endpoint
+    dagster_storage_database: str
+
+    def pair(self, name: str) -> DatabasePair:
+        for p in self.pairs:
+            if p.name == name:
+                return p
+        raise SettingsError(f"no database {name!r} in migration.toml; known: {[p.name for p in self.pairs]}")
+
+
+def _port(env: Mapping[str, str], var: str, default: int, problems: list[str]) -> int:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        problems.append(f"{var}={raw!r} is not a TCP port (1-65535)")
+        return default
+    return int(raw)
+
+
+def _text(env: Mapping[str, str], var: str, default: str) -> str:
+    return env.get(var, "").strip() or default
+
+
+def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tuple[DatabasePair, ...]:
+    databases = config.get("databases", {})
+    if not databases:
+        problems.append("migration.toml lists no [databases.NAME] table")
+    pairs = []
+    for name, entry in databases.items():
+        prefix = name.upper()
+        source = _text(env, f"{prefix}_MYSQL_DATABASE", entry.get("source_database", name))
+        target = _text(env, f"{prefix}_DATABASE_NAME", entry.get("target_database", name))
+        if name == "alkemio":
+            source = _text(env, "MYSQL_DATABASE", source)
+            target = _text(env, "DATABASE_NAME", target)
+        exclude = entry.get("exclude", {})
+        for table, reason in exclude.items():
+            if not str(reason).strip():
+                problems.append(f"migration.toml: databases.{name}.exclude.{table} needs a reason")
+        pairs.append(
+            DatabasePair(
+                name=name,
+                source_database=source,
+                target_database=target,
+                exclude=dict(exclude),
+                critical_tables=tuple(entry.get("critical_tables", ())),
+            )
+        )
+    return tuple(pairs)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = DEFAULT_CONFIG) -> Settings:
+    """Read settings; raise SettingsError naming every missing or malformed value."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    kind = _text(env, "DATABASE_TYPE", "postgres").lower()
+    if kind == "mysql":
+        problems.append(
+            "DATABASE_TYPE=mysql describes the legacy source; for a migration DATABASE_* describe the "
+            "PostgreSQL target (DATABASE_TYPE=postgres) and MYSQL_* the source"
+        )
+    elif kind not in ("postgres", "postgresql"):
+        problems.append(f"DATABASE_TYPE={kind!r}: expected 'postgres'")
+
+    target = Endpoint(
+        kind="postgres",
+        host=_text(env, "DATABASE_HOST", "127.0.0.1"),
+        port=_port(env, "DATABASE_PORT", 5432, problems),
+        user=_text(env, "DATABASE_USERNAME", "postgres"),
+        password_env="DATABASE_PASSWORD",
+    )
+    source_password_env = "MYSQL_PASSWORD" if "MYSQL_PASSWORD" in env else "MYSQL_ROOT_PASSWORD"
+    source = Endpoint(
+        kind="mysql",
+        host=_text(env, "MYSQL_HOST", "127.0.0.1"),
+        port=_port(env, "MYSQL_PORT", 3306, problems),
+        user=_text(env, "MYSQL_USER", "root"),
+        password_env=source_password_env,
+    )
+    storage = Endpoint(
+        kind="postgres",
+        host=_text(env, "DAGSTER_PG_HOST", target.host),
+        port=_port(env, "DAGSTER_PG_PORT", target.port, problems),
+        user=_text(env, "DAGSTER_PG_USERNAME", target.user),
+        password_env="DAGSTER_PG_PASSWORD",
+    )
+    for endpoint in (source, target):
+        if endpoint.password_env not in env:
+            problems.append(
+                f"{endpoint.password_env} is not set: the password for {endpoint.describe()} "
+                "(set it empty for trust/socket authentication)"
+            )
+
+    try:
+        config = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{config_path} not found")
+        config = {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{config_path}: {exc}")
+        config = {}
+    pairs = _pairs(config, env, problems)
+
+    # Relative paths are relative to the repository root, wherever a process was started.
+    workdir = REPO_ROOT / _text(env, "MIGRATION_WORKDIR", "var")
+    if problems:
+        raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return Settings(
+        source=source,
+        target=target,
+        pairs=pairs,
+        workdir=workdir,
+        catalog_dir=REPO_ROOT / _text(env, "MIGRATION_CATALOG_DIR", str(workdir / "catalog")),
+        dagster_storage=storage,
+        dagster_storage_database=_text(env, "DAGSTER_PG_DB", "dagster"),
+    )

@@ -1,0 +1,1 @@
+"""The migration verification checklist as Dagster asset checks, one function per item."""

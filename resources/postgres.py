@@ -1,0 +1,66 @@
+"""The PostgreSQL target."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """Connections to the PostgreSQL target, client encoding UTF8 on every one."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: str = ""
+
+    def describe(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}"
+
+    @contextmanager
+    def connect(self, dbname: str = "postgres", *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """Hand out one connection; the caller's `with conn.transaction()` decides what commits."""
+        conn = psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password or None,
+            dbname=dbname,
+            client_encoding="UTF8",
+            application_name="alkemio-migration",
+            autocommit=autocommit,
+        )
+        try:
+            yield conn
+            if not autocommit:
+                conn.commit()
+        finally:
+            conn.close()
+
+    def server_version(self) -> int:
+        with self.connect(autocommit=True) as conn:
+            return conn.info.server_version
+
+    def execute_script(self, dbname: str, script: str) -> None:
+        with self.connect(dbname) as conn:
+            conn.execute(script)  # type: ignore[arg-type]
+
+    def create_database(self, dbname: str, *, drop_existing: bool = False) -> None:
+        with self.connect(autocommit=True) as conn:
+            if drop_existing:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(sql.Identifier(dbname))
+            )
+
+    def drop_database(self, dbname: str) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+    def database_exists(self, dbname: str) -> bool:
+        with self.connect(autocommit=True) as conn:
+            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
