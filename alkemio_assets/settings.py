@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from alkemio_assets.casts import OVERRIDES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "migration.toml"
 
@@ -43,6 +45,14 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Override:
+    """A per-column cast the type pair cannot say (migration.toml), recorded in the manifest."""
+
+    cast: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
 
@@ -51,6 +61,8 @@ class DatabasePair:
     target_database: str
     exclude: Mapping[str, str] = field(default_factory=dict)
     critical_tables: tuple[str, ...] = ()
+    overrides: Mapping[str, Override] = field(default_factory=dict)  # "table.column" -> override
+    replace_seeded: tuple[str, ...] = ()  # pre-filled target tables that may be replaced
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class Settings:
     pairs: tuple[DatabasePair, ...]
     workdir: Path
     catalog_dir: Path
+    workers: int
     dagster_storage: Endpoint
     dagster_storage_database: str
 
@@ -100,6 +113,18 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
         for table, reason in exclude.items():
             if not str(reason).strip():
                 problems.append(f"migration.toml: databases.{name}.exclude.{table} needs a reason")
+        overrides = {}
+        for column, spec in entry.get("overrides", {}).items():
+            cast, reason = str(spec.get("cast", "")), str(spec.get("reason", "")).strip()
+            if cast not in OVERRIDES:
+                problems.append(
+                    f"migration.toml: databases.{name}.overrides.{column}: cast {cast!r} is not one of {sorted(OVERRIDES)}"
+                )
+            if not reason or "." not in column:
+                problems.append(
+                    f"migration.toml: databases.{name}.overrides.{column} needs a 'table.column' key and a reason"
+                )
+            overrides[column] = Override(cast, reason)
         pairs.append(
             DatabasePair(
                 name=name,
@@ -107,6 +132,8 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                 target_database=target,
                 exclude=dict(exclude),
                 critical_tables=tuple(entry.get("critical_tables", ())),
+                overrides=overrides,
+                replace_seeded=tuple(entry.get("replace_seeded", ())),
             )
         )
     return tuple(pairs)
@@ -167,6 +194,10 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = 
 
     # Relative paths are relative to the repository root, wherever a process was started.
     workdir = REPO_ROOT / _text(env, "MIGRATION_WORKDIR", "var")
+    raw_workers = _text(env, "MIGRATION_WORKERS", "4")
+    workers = int(raw_workers) if raw_workers.isdigit() and int(raw_workers) > 0 else 4
+    if not (raw_workers.isdigit() and int(raw_workers) > 0):
+        problems.append(f"MIGRATION_WORKERS={raw_workers!r} is not a positive number of parallel tables")
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -174,6 +205,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = 
         target=target,
         pairs=pairs,
         workdir=workdir,
+        workers=workers,
         catalog_dir=REPO_ROOT / _text(env, "MIGRATION_CATALOG_DIR", str(workdir / "catalog")),
         dagster_storage=storage,
         dagster_storage_database=_text(env, "DAGSTER_PG_DB", "dagster"),

@@ -25,9 +25,11 @@ class MySQLResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(
-        self, database: str | None = None, *, streaming: bool = False, local_infile: bool = False
+        self, database: str | None = None, *, streaming: bool = False, raw: bool = False, local_infile: bool = False
     ) -> Iterator[pymysql.connections.Connection]:
-        """Hand out one connection; `streaming` gives an unbuffered cursor for bounded memory."""
+        """Hand out one connection. `streaming`: unbuffered dict rows, bounded memory. `raw`:
+        unbuffered tuples of values exactly as MySQL sends them (text as str, binary as bytes,
+        numbers and dates as their MySQL text), for the export."""
         # caching_sha2_password (MySQL 8's default) works through PyMySQL + cryptography, so no
         # user has to be downgraded to mysql_native_password as the seed once advised.
         conn = pymysql.connect(
@@ -37,7 +39,15 @@ class MySQLResource(dg.ConfigurableResource):
             password=self.password,
             database=database,
             charset="utf8mb4",
-            cursorclass=pymysql.cursors.SSDictCursor if streaming else pymysql.cursors.DictCursor,
+            cursorclass=(
+                pymysql.cursors.SSCursor
+                if raw
+                else pymysql.cursors.SSDictCursor
+                if streaming
+                else pymysql.cursors.DictCursor
+            ),
+            # raw: no conversion, so doubles, decimals and dates keep MySQL's exact text
+            conv={} if raw else None,
             autocommit=True,
             local_infile=local_infile,
             # TIMESTAMP values are shifted into the session zone: pin it so they read as stored.

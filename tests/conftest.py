@@ -77,3 +77,51 @@ def generated_source(
 ) -> tuple[dict[str, str], list[TableReport]]:
     """The fixture source filled at the test scale."""
     return source_databases, generate(mysql, source_databases, TEST_SCALE)
+
+
+# -- running the migration through Dagster's API ------------------------------------------------
+
+import dagster as dg  # noqa: E402
+
+from alkemio_assets.definitions import build_definitions  # noqa: E402
+from alkemio_assets.settings import REPO_ROOT  # noqa: E402
+
+
+def migration_settings(databases: dict[str, str], workdir: str, config_path=None) -> Settings:
+    """Settings for the per-test databases (same name on both servers), work files in `workdir`."""
+    env = dict(os.environ)
+    for name, database in databases.items():
+        env[f"{name.upper()}_MYSQL_DATABASE"] = database
+        env[f"{name.upper()}_DATABASE_NAME"] = database
+    env.pop("MYSQL_DATABASE", None)
+    env.pop("DATABASE_NAME", None)
+    env["MIGRATION_WORKDIR"] = workdir
+    return load_settings(env, config_path=config_path or REPO_ROOT / "migration.toml")
+
+
+def run_job(settings: Settings, instance: dg.DagsterInstance, job: str, selection: list[str] | None = None):
+    """Build the definitions from the current snapshots and run a job (or a subset of it)."""
+    defs = build_definitions(settings)
+    job_def = defs.resolve_job_def(job)
+    keys = None if selection is None else [dg.AssetKey.from_user_string(s) for s in selection]
+    return job_def.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keys)
+
+
+def failure_message(result) -> str:
+    """The error messages of a failed run, joined."""
+    texts = []
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if event.is_step_failure and error is not None:
+            texts.append(error.message)
+            cause = error.cause
+            while cause is not None:
+                texts.append(cause.message)
+                cause = cause.cause
+    return "\n".join(texts)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst

@@ -83,6 +83,7 @@ def test_a_run_on_the_postgres_instance_refreshes_the_catalog(
     postgres: PostgresResource,
     mysql: MySQLResource,
     source_databases: dict[str, str],
+    target_databases: dict[str, str],
     unique_name: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -97,15 +98,18 @@ def test_a_run_on_the_postgres_instance_refreshes_the_catalog(
     monkeypatch.setenv("DAGSTER_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     try:
         with dg.DagsterInstance.from_config(str(REPO_ROOT)) as instance:
-            pair = DatabasePair("alkemio", source_databases["alkemio"], "unused")
-            result = dg.materialize([catalog_asset(pair, tmp_path)], instance=instance, resources={"mysql": mysql})
+            pair = DatabasePair("alkemio", source_databases["alkemio"], target_databases["alkemio"])
+            result = dg.materialize(
+                [catalog_asset(pair, tmp_path)], instance=instance, resources={"mysql": mysql, "postgres": postgres}
+            )
             assert result.success
             (run,) = instance.get_runs()
             assert run.run_id == result.run_id
             (event,) = result.get_asset_materialization_events()
-            assert event.materialization.metadata["tables"].value == 36
+            assert event.materialization.metadata["source_tables"].value == 36
+            assert event.materialization.metadata["target_tables"].value == 36
         snapshot = read_snapshot("alkemio", tmp_path)
-        assert snapshot is not None and len(snapshot.catalog.tables) == 36
-        assert "@" in snapshot.source and "password" not in snapshot.source
+        assert snapshot is not None and len(snapshot.source.tables) == len(snapshot.target.tables) == 36
+        assert snapshot.described.startswith("mysql://root@") and "postgresql://postgres@" in snapshot.described
     finally:
         postgres.drop_database(storage_db)

@@ -1,0 +1,37 @@
+"""The one error a data problem raises: what, where (database, table, row, column), what to do."""
+
+from __future__ import annotations
+
+SHOWN_VALUE = 120
+
+
+def shorten(value: object, limit: int = SHOWN_VALUE) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 12] + f"...({len(text)} chars)"
+
+
+class MigrationDataError(RuntimeError):
+    """A value that cannot move. Nothing of the table has been written when this is raised."""
+
+    def __init__(
+        self,
+        database: str,
+        table: str,
+        row: int | None,
+        column: str | None,
+        value: object,
+        problem: str,
+        hint: str = "",
+    ):
+        self.database, self.table, self.row, self.column, self.value = database, table, row, column, value
+        self.problem = problem
+        where = f"{database}.{table}"
+        if row is not None:
+            where += f", CSV row {row} (line {row + 1} counting the header)"
+        if column is not None:
+            where += f", column {column}"
+        shown = "" if value is None and column is None else f", value {shorten(value)}"
+        message = f"{where}{shown}: {problem}"
+        if hint:
+            message += f". {hint}"
+        super().__init__(message)

@@ -1,0 +1,215 @@
+"""The schema contract: each source table paired with its target table, each column with its
+target column and cast rule. Built before any data moves; any gap stops the run here, named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from alkemio_assets.casts import (
+    DECIMAL,
+    DECIMAL_TEXT,
+    DUCKDB_MAX_DECIMAL,
+    OVERRIDES,
+    PG_INTEGER_RANGE,
+    TEXT,
+    TEXT_UNBOUNDED,
+    CastRule,
+    NoCastRule,
+    read_as,
+    rule_for,
+    source_family,
+)
+from alkemio_assets.catalog import Catalog, ColumnSpec, TableSpec
+from alkemio_assets.settings import DatabasePair, Override
+from alkemio_assets.target import TargetCatalog, TargetColumn, TargetTable
+
+ExportAs = Literal["value", "bytes", "charset_text"]
+UTF8_CHARSETS = frozenset({None, "utf8mb4", "utf8mb3", "utf8", "binary"})
+
+
+class ContractError(ValueError):
+    """The source and target schemas do not meet: every gap, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("schema contract broken:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    source: ColumnSpec
+    target: TargetColumn
+    rule: CastRule
+    params: Mapping[str, str | int] = field(default_factory=dict)
+    override: Override | None = None
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def export_as(self) -> ExportAs:
+        if self.override is not None or self.source.data_type in (
+            "tinyblob",
+            "blob",
+            "mediumblob",
+            "longblob",
+            "binary",
+            "varbinary",
+        ):
+            return "bytes"
+        if self.source.charset not in UTF8_CHARSETS:
+            return "charset_text"
+        return "value"
+
+    @property
+    def read_as(self) -> str:
+        if self.override is not None:
+            return "VARCHAR"
+        s = self.source
+        return read_as(s.data_type, s.is_json, s.numeric_precision, s.numeric_scale)
+
+    def transform(self, expr: str) -> str:
+        return self.rule.transform.format(v=expr, **self.params)
+
+    def invalid(self, expr: str) -> str | None:
+        return None if self.rule.invalid is None else self.rule.invalid.format(v=expr, **self.params)
+
+    def reason(self) -> str:
+        return self.rule.reason.format(**self.params)
+
+    def describe(self) -> str:
+        via = f" (override {self.override.cast})" if self.override else ""
+        return f"{self.source.column_type} -> {self.target.type_name}: {self.rule.name}{via}"
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    database: str  # logical name: alkemio, kratos
+    source: TableSpec
+    target: TargetTable
+    columns: tuple[ColumnPlan, ...]
+    skipped: tuple[str, ...]  # generated source columns, not exported
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def code_version(self) -> str:
+        """Changes when the table's columns, target or casts change, marking its assets stale."""
+        body = json.dumps(
+            [asdict(self.source), asdict(self.target), [c.describe() for c in self.columns]], sort_keys=True
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _params(source: ColumnSpec, target: TargetColumn) -> dict[str, str | int]:
+    params: dict[str, str | int] = {}
+    if target.data_type in PG_INTEGER_RANGE:
+        params["lo"], params["hi"] = PG_INTEGER_RANGE[target.data_type]
+    if target.char_max_length is not None:
+        params["n"] = target.char_max_length
+    if target.data_type == "numeric":
+        params["p"] = target.numeric_precision or 1000
+        params["s"] = target.numeric_scale or 0
+        params["p_int"] = max(int(params["p"]) - int(params["s"]), 1)
+    return params
+
+
+def _specialise(rule: CastRule, source: ColumnSpec, target: TargetColumn) -> CastRule:
+    """Guard clauses for what the pair alone cannot decide."""
+    # unbounded text / character varying: no length to check
+    if rule is TEXT and target.char_max_length is None:
+        return TEXT_UNBOUNDED
+    # decimal wider than DuckDB's DECIMAL: checked as text
+    if rule is DECIMAL and (source.numeric_precision or 0) > DUCKDB_MAX_DECIMAL:
+        return DECIMAL_TEXT
+    return rule
+
+
+def plan_column(
+    table: str, source: ColumnSpec, target: TargetColumn, override: Override | None, problems: list[str]
+) -> ColumnPlan | None:
+    where = f"{table}.{source.name}"
+    if override is not None:
+        return ColumnPlan(source, target, OVERRIDES[override.cast], _params(source, target), override)
+    family = source_family(source.data_type, source.is_json)
+    try:
+        rule = _specialise(rule_for(family, target.data_type), source, target)
+    except NoCastRule:
+        problems.append(
+            f"{where}: no cast rule from MySQL {source.column_type} to PostgreSQL {target.type_name}; "
+            "add a rule to alkemio_assets/casts.py or an override in migration.toml"
+        )
+        return None
+    if family == "enum" and target.data_type == "enum":
+        missing = [label for label in source.enum_labels if label not in target.enum_labels]
+        if missing:
+            problems.append(f"{where}: enum labels {missing} do not exist in PostgreSQL type {target.type_name}")
+    if family in ("enum", "set") and target.char_max_length is not None:
+        longest = max((len(label) for label in source.enum_labels), default=0)
+        if family == "set":
+            longest = sum(len(label) + 1 for label in source.enum_labels) - 1
+        if longest > target.char_max_length:
+            problems.append(
+                f"{where}: a {source.column_type} value can be {longest} characters, {target.type_name} holds {target.char_max_length}"
+            )
+    return ColumnPlan(source, target, rule, _params(source, target))
+
+
+def plan_table(
+    database: str, source: TableSpec, target: TargetTable | None, overrides: Mapping[str, Override], problems: list[str]
+) -> TablePlan | None:
+    if target is None:
+        problems.append(f"{database}.{source.name}: no table {source.name!r} in the target schema")
+        return None
+    columns: list[ColumnPlan] = []
+    skipped = tuple(c.name for c in source.columns if c.generated)
+    for column in source.columns:
+        if column.generated:
+            continue
+        target_column = target.column(column.name)
+        if target_column is None:
+            problems.append(f"{database}.{source.name}.{column.name}: no target column for MySQL {column.column_type}")
+            continue
+        planned = plan_column(
+            f"{database}.{source.name}", column, target_column, overrides.get(f"{source.name}.{column.name}"), problems
+        )
+        if planned is not None:
+            columns.append(planned)
+    exported = {c.name for c in columns}
+    for target_column in target.columns:
+        if target_column.name not in exported and target_column.not_null and not target_column.has_default:
+            problems.append(
+                f"{database}.{source.name}.{target_column.name}: NOT NULL in the target, no default, and no source column"
+            )
+    return TablePlan(database, source, target, tuple(columns), skipped)
+
+
+def plan_database(
+    pair: DatabasePair, source: Catalog, target: TargetCatalog, only: set[str] | None = None
+) -> dict[str, TablePlan]:
+    """Every table of the source that is not excluded (or those in `only`), planned;
+    ContractError lists every gap."""
+    problems: list[str] = []
+    plans: dict[str, TablePlan] = {}
+    for qualified in pair.overrides:
+        table_name, _, column_name = qualified.partition(".")
+        spec = next((t for t in source.tables if t.name == table_name), None)
+        if spec is None or not any(c.name == column_name for c in spec.columns):
+            problems.append(f"{pair.name}: override for {qualified}, which is not a source column")
+    for table in source.tables:
+        if table.name in pair.exclude or (only is not None and table.name not in only):
+            continue
+        plan = plan_table(pair.name, table, target.table(table.name), pair.overrides, problems)
+        if plan is not None:
+            plans[table.name] = plan
+    if problems:
+        raise ContractError(problems)
+    return plans

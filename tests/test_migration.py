@@ -1,0 +1,200 @@
+"""The migration asset graph on the real servers: "Materialize all" moves both fixture databases
+and every value of every column arrives equal after its documented conversion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import migration_settings, run_job
+from fidelity import compare_table
+from psycopg import sql
+
+from alkemio_assets.catalog import read_mysql_catalog
+from alkemio_assets.definitions import build_definitions
+from alkemio_assets.migrate import MANIFEST
+from alkemio_assets.plan import plan_database
+from alkemio_assets.settings import Settings
+from alkemio_assets.target import read_pg_catalog
+from resources import MySQLResource, PostgresResource
+
+pytestmark = pytest.mark.e2e
+
+
+def materialize_all(settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """What the UI's "Materialize all" does: every asset of the code location, twice the first
+    time (the first run takes the catalog snapshot the table assets are built from)."""
+    for _ in range(2):
+        defs = build_definitions(settings)
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+        assert result.success
+    return result
+
+
+@pytest.fixture
+def migrated(generated_source, target_databases, tmp_path: Path, instance: dg.DagsterInstance):
+    databases, _ = generated_source
+    assert databases == target_databases  # same names on both servers
+    settings = migration_settings(databases, str(tmp_path))
+    result = materialize_all(settings, instance)
+    return settings, databases, result
+
+
+def _plans(settings: Settings, mysql: MySQLResource, postgres: PostgresResource, name: str, database: str):
+    with mysql.connect() as conn:
+        source = read_mysql_catalog(conn, database)
+    with postgres.connect(database) as conn:
+        target = read_pg_catalog(conn, database)
+    return plan_database(settings.pair(name), source, target), target
+
+
+def test_every_value_of_every_table_arrives(migrated, mysql: MySQLResource, postgres: PostgresResource):
+    settings, databases, _ = migrated
+    compared = 0
+    for name, database in databases.items():
+        plans, _ = _plans(settings, mysql, postgres, name, database)
+        assert plans, name
+        for plan in plans.values():
+            assert compare_table(mysql, database, postgres, database, plan) == []
+            with postgres.connect(database) as conn:
+                compared += conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(plan.name))
+                ).fetchone()[0] * len(plan.columns)
+    assert compared > 10_000  # values compared at the test scale
+
+
+def test_the_comparison_sees_a_one_microsecond_change(migrated, mysql: MySQLResource, postgres: PostgresResource):
+    settings, databases, _ = migrated
+    plans, _ = _plans(settings, mysql, postgres, "alkemio", databases["alkemio"])
+    with postgres.connect(databases["alkemio"]) as conn:
+        conn.execute('UPDATE "user" SET "updatedDate" = "updatedDate" + interval \'1 microsecond\' WHERE "rowId" = 3')
+    (difference,) = compare_table(mysql, databases["alkemio"], postgres, databases["alkemio"], plans["user"])
+    assert "user.updatedDate" in difference
+
+
+def test_manifest_describes_every_file(migrated, mysql: MySQLResource):
+    settings, databases, result = migrated
+    for name, database in databases.items():
+        folder = settings.workdir / "runs" / result.run_id / name
+        manifest = json.loads((folder / MANIFEST).read_text())
+        assert manifest["outcome"] == "succeeded" and manifest["run_id"] == result.run_id
+        assert manifest["started_at"].endswith("+00:00") and manifest["finished_at"]
+        # servers described as scheme://user@host:port/db, never with a password
+        for side in (manifest["source"], manifest["target"]):
+            assert side.split("//")[1].split("@")[0] in ("root", "postgres") and side.endswith(database)
+        excluded = set(settings.pair(name).exclude)
+        with mysql.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("SHOW TABLES")
+            tables = {next(iter(r.values())) for r in cur.fetchall()} - excluded
+        assert set(manifest["tables"]) == tables
+        for table, entry in manifest["tables"].items():
+            data = (folder / entry["file"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+            with mysql.connect(database) as conn, conn.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*) AS n FROM `{table}`")
+                assert cur.fetchone()["n"] == entry["rows"] == entry["loaded_rows"]
+            assert all({"name", "mysql", "postgres", "rule"} <= set(c) for c in entry["columns"])
+        if name == "alkemio":
+            assert manifest["tables"]["whiteboard"]["overrides"]["whiteboard.content"]["cast"] == "base64"
+
+
+def test_sequences_are_past_the_loaded_maximum(migrated, postgres: PostgresResource):
+    settings, databases, _ = migrated
+    with postgres.connect(databases["alkemio"]) as conn:
+        target = read_pg_catalog(conn, databases["alkemio"])
+        checked = 0
+        for table in target.tables:
+            for column in table.columns:
+                if column.sequence and table.name not in settings.pair("alkemio").exclude:
+                    top = conn.execute(
+                        sql.SQL("SELECT max({}) FROM {}").format(
+                            sql.Identifier(column.name), sql.Identifier(table.name)
+                        )
+                    ).fetchone()[0]
+                    following = conn.execute("SELECT nextval(%s)", (column.sequence,)).fetchone()[0]
+                    assert following > top, f"{table.name}.{column.name}"
+                    checked += 1
+    assert checked >= 5
+
+
+def test_foreign_keys_hold_after_the_bypassed_load(migrated, postgres: PostgresResource):
+    _, databases, _ = migrated
+    for database in databases.values():
+        with postgres.connect(database) as conn:
+            target = read_pg_catalog(conn, database)
+            for table in target.tables:
+                for fk in table.foreign_keys:
+                    (col,), (ref,) = fk.columns, fk.ref_columns
+                    orphans = conn.execute(
+                        sql.SQL(
+                            "SELECT count(*) FROM {t} c WHERE c.{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {r} p WHERE p.{rc} = c.{c})"
+                        ).format(
+                            t=sql.Identifier(table.name),
+                            c=sql.Identifier(col),
+                            r=sql.Identifier(fk.ref_table),
+                            rc=sql.Identifier(ref),
+                        )
+                    ).fetchone()[0]
+                    assert orphans == 0, fk.name
+
+
+def test_seeded_and_excluded_tables(migrated, postgres: PostgresResource):
+    _, databases, result = migrated
+    outcome = {
+        e.asset_key.to_user_string(): e.materialization.metadata.get("outcome")
+        for e in result.get_asset_materialization_events()
+    }
+    assert outcome["kratos/postgres/identity_credential_types"].value == "verified_identical"
+    assert outcome["alkemio/postgres/user"].value == "loaded"
+    assert "alkemio/postgres/migrations_typeorm" not in outcome
+    with postgres.connect(databases["alkemio"]) as conn:
+        assert conn.execute("SELECT count(*) FROM migrations_typeorm").fetchone()[0] == 0
+    with postgres.connect(databases["kratos"]) as conn:
+        assert conn.execute("SELECT count(*) FROM identity_credential_types").fetchone()[0] == 9
+
+
+def _fingerprints(postgres: PostgresResource, database: str) -> dict[str, str]:
+    with postgres.connect(database) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        return {
+            t: conn.execute(
+                sql.SQL("SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM {} x").format(sql.Identifier(t))
+            ).fetchone()[0]
+            for t in tables
+        }
+
+
+def test_rematerializing_one_table_changes_no_other(
+    migrated, mysql: MySQLResource, postgres: PostgresResource, instance
+):
+    settings, databases, _ = migrated
+    db = databases["alkemio"]
+    before = _fingerprints(postgres, db)
+    with mysql.connect(db) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE profile SET displayName = 'renamed on MySQL' ORDER BY id LIMIT 1")
+    result = run_job(
+        settings,
+        instance,
+        "migrate_alkemio",
+        ["alkemio/csv/profile", "alkemio/staged/profile", "alkemio/postgres/profile"],
+    )
+    assert result.success
+    after = _fingerprints(postgres, db)
+    assert [t for t in before if before[t] != after[t]] == ["profile"]
+    with postgres.connect(db) as conn:
+        assert (
+            conn.execute("""SELECT count(*) FROM profile WHERE "displayName" = 'renamed on MySQL'""").fetchone()[0] == 1
+        )
+
+
+def test_a_loaded_table_alone_reloads_from_the_last_staged_file(migrated, postgres: PostgresResource, instance):
+    settings, databases, _ = migrated
+    before = _fingerprints(postgres, databases["kratos"])
+    result = run_job(settings, instance, "migrate_kratos", ["kratos/postgres/identities"])
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    assert event.asset_key.to_user_string() == "kratos/postgres/identities"
+    assert _fingerprints(postgres, databases["kratos"]) == before
