@@ -109,6 +109,18 @@ def get_asset_specs(pair: DatabasePair, snapshot: Snapshot, plans: dict[str, Tab
     return specs
 
 
+def get_check_specs(specs: list[dg.AssetSpec]) -> list[dg.AssetCheckSpec]:
+    """The checklist items that hold per table, on each loaded table; ERROR ones block."""
+    from checks.table_checks import TABLE_CHECKS
+
+    return [
+        dg.AssetCheckSpec(name, asset=spec.key, description=text, blocking=severity == dg.AssetCheckSeverity.ERROR)
+        for spec in specs
+        if spec.key.path[1] == "postgres"
+        for name, (_, severity, text) in TABLE_CHECKS.items()
+    ]
+
+
 def build_pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
     """The factory: the catalog asset, and once a snapshot exists, the table assets and jobs."""
     catalog = catalog_asset(pair, settings.catalog_dir)
@@ -126,6 +138,7 @@ def build_pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definit
     @dg.multi_asset(
         name=f"migrate_{key_part(pair.name)}_tables",
         specs=specs,
+        check_specs=get_check_specs(specs),
         can_subset=True,
         op_tags={"alkemio/target": pair.target_database},
         description=f"Export, stage and load the tables of {pair.name}, many tables at once in one step.",
@@ -136,4 +149,7 @@ def build_pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definit
 
         yield from run_pair(context, pair, settings, snapshot, mysql, postgres)
 
-    return dg.Definitions(assets=[catalog, tables])
+    from alkemio_assets.verification import verified_asset
+
+    postgres_keys = [s.key for s in specs if s.key.path[1] == "postgres"]
+    return dg.Definitions(assets=[catalog, tables, verified_asset(pair, settings, postgres_keys, snapshot)])

@@ -21,15 +21,22 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
         key=catalog_key(pair),
         group_name=pair.name,
         kinds={"mysql", "postgres"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "schema_contract",
+                asset=catalog_key(pair),
+                blocking=True,
+                description="Every source table, column and type pair has its target and cast rule; no NULL "
+                "waits for a NOT NULL column.",
+            )
+        ],
         description=(
             f"Tables, columns, keys and foreign keys of MySQL `{pair.source_database}` and of the target "
             f"PostgreSQL `{pair.target_database}`, kept in the snapshot {snapshot_path(pair.name, directory).name} "
             "from which the graph is built, so that it loads without either server."
         ),
     )
-    def source_catalog(
-        context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource
-    ) -> dg.MaterializeResult:
+    def source_catalog(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
         """Refresh the catalog snapshot of one database pair."""
         with mysql.connect() as conn:
             source = read_mysql_catalog(conn, pair.source_database)
@@ -38,7 +45,7 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
         described = f"{mysql.describe()}/{pair.source_database} -> {postgres.describe()}/{pair.target_database}"
         path = write_snapshot(pair.name, source, target, described, directory)
         context.log.info(f"{pair.name}: {len(source.tables)} source tables, {len(target.tables)} target tables")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "source_tables": len(source.tables),
                 "target_tables": len(target.tables),
@@ -49,5 +56,9 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
                 "snapshot": dg.MetadataValue.path(str(path)),
             }
         )
+        if context.selected_asset_check_keys:
+            from checks.database_checks import schema_contract
+
+            yield schema_contract(pair, mysql, postgres, catalog_key(pair))
 
     return source_catalog

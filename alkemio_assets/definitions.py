@@ -6,6 +6,7 @@ import dagster as dg
 
 from alkemio_assets.assets import build_pair_definitions
 from alkemio_assets.settings import Settings, load_settings
+from alkemio_assets.verification import CUTOVER_KEY, REPORT_KEY, report_assets, verified_key
 from resources import MySQLResource, PostgresResource
 
 
@@ -26,39 +27,39 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
-def build_jobs(pairs: dict[str, dg.Definitions]) -> list[dg.UnresolvedAssetJobDefinition]:
-    catalogs = [
-        a for d in pairs.values() for a in (d.assets or []) if isinstance(a, dg.AssetsDefinition) and len(a.keys) == 1
-    ]
+def build_jobs(pairs: dict[str, dg.Definitions], with_report: bool) -> list[dg.UnresolvedAssetJobDefinition]:
+    """refresh_catalog, migrate_NAME per pair (tables and their verification), migrate_all."""
+    keys = {
+        name: [k for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys]
+        for name, d in pairs.items()
+    }
     jobs = [
         dg.define_asset_job(
             "refresh_catalog",
-            selection=dg.AssetSelection.assets(*catalogs),
-            description="Re-read both schemas of every database pair into the catalog snapshots.",
+            selection=dg.AssetSelection.assets(
+                *(k for ks in keys.values() for k in ks if k.path[-1] == "source_catalog")
+            ),
+            description="Re-read both schemas of every database pair into the catalog snapshots (and check the contract).",
         )
     ]
-    tables: dict[str, list[dg.AssetKey]] = {}
-    for name, d in pairs.items():
-        tables[name] = [
-            k for a in (d.assets or []) if isinstance(a, dg.AssetsDefinition) and len(a.keys) > 1 for k in a.keys
-        ]
-    for name, keys in tables.items():
-        if keys:
+    moving = {name: [k for k in ks if k.path[-1] != "source_catalog"] for name, ks in keys.items()}
+    for name, ks in moving.items():
+        if ks:
             jobs.append(
                 dg.define_asset_job(
                     f"migrate_{name}",
-                    selection=dg.AssetSelection.assets(*keys),
-                    description=f"Export, stage and load every table of {name}.",
+                    selection=dg.AssetSelection.assets(*ks),
+                    description=f"Export, stage, load and verify every table of {name}.",
                     tags={"alkemio/target": name},
                 )
             )
-    everything = [k for keys in tables.values() for k in keys]
+    everything = [k for ks in moving.values() for k in ks] + ([REPORT_KEY, CUTOVER_KEY] if with_report else [])
     if everything:
         jobs.append(
             dg.define_asset_job(
                 "migrate_all",
                 selection=dg.AssetSelection.assets(*everything),
-                description="Export, stage and load every table of every database pair.",
+                description="Every table of every database pair, the checks, the report and the cut-over settings.",
             )
         )
     return jobs
@@ -67,9 +68,16 @@ def build_jobs(pairs: dict[str, dg.Definitions]) -> list[dg.UnresolvedAssetJobDe
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     pairs = {pair.name: build_pair_definitions(pair, settings) for pair in settings.pairs}
+    verified = [
+        verified_key(p)
+        for p in settings.pairs
+        if any(isinstance(a, dg.AssetsDefinition) and verified_key(p) in a.keys for a in pairs[p.name].assets or [])
+    ]
+    report = dg.Definitions(assets=report_assets(settings, verified)) if verified else dg.Definitions()
     return dg.Definitions.merge(
         *pairs.values(),
-        dg.Definitions(resources=build_resources(settings), jobs=build_jobs(pairs)),
+        report,
+        dg.Definitions(resources=build_resources(settings), jobs=build_jobs(pairs, bool(verified))),
     )
 
 

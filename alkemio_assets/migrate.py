@@ -16,9 +16,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from alkemio_assets.assets import STAGES, Stage, table_assets
+from alkemio_assets.assets import STAGES, Stage, TableAssets, table_assets
 from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.errors import MigrationDataError
 from alkemio_assets.export import export_table
 from alkemio_assets.graph import load_order
 from alkemio_assets.load import load_table
@@ -28,6 +27,7 @@ from alkemio_assets.snapshot import Snapshot
 from alkemio_assets.sql import mysql_ident
 from alkemio_assets.staging import prepare, stage_table
 from alkemio_assets.target import read_pg_catalog
+from checks.table_checks import TABLE_CHECKS, TableCheckContext
 from resources import MySQLResource, PostgresResource
 
 MANIFEST = "migration_manifest.json"
@@ -92,16 +92,22 @@ def longest_record(csv_path: Path, table: str) -> int:
 
 
 def check_live_schema(
-    pair: DatabasePair, snapshot: Snapshot, mysql: MySQLResource, postgres: PostgresResource, tables: set[str]
+    pair: DatabasePair,
+    snapshot: Snapshot,
+    mysql: MySQLResource,
+    postgres: PostgresResource,
+    tables: set[str],
+    moving: set[str],
 ) -> dict[str, TablePlan]:
-    """Re-read both schemas: they must be the snapshot's, and the contract must hold."""
+    """Re-read both schemas and plan `tables`. The tables this run moves must still be as in the
+    snapshot the graph was built from; tables only checked may differ (that is what checks see)."""
     with mysql.connect() as conn:
         source = read_mysql_catalog(conn, pair.source_database)
     with postgres.connect(pair.target_database) as conn:
         target = read_pg_catalog(conn, pair.target_database)
     changed = sorted(
         name
-        for name in tables
+        for name in moving
         if next((t for t in source.tables if t.name == name), None) != snapshot.source.table(name)
         or target.table(name) != snapshot.target.table(name)
     )
@@ -113,8 +119,9 @@ def check_live_schema(
     return plan_database(pair, source, target, only=tables)
 
 
-def check_nulls_into_not_null(mysql: MySQLResource, pair: DatabasePair, plans: list[TablePlan]) -> None:
-    """A column nullable on MySQL but NOT NULL on PostgreSQL: its NULLs would stop the load late."""
+def null_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[TablePlan]) -> list[str]:
+    """Columns nullable on MySQL but NOT NULL on PostgreSQL that hold NULLs: each would stop the
+    load late, so a run stops on them before any data moves."""
     problems = []
     with mysql.connect(pair.source_database) as conn, conn.cursor() as cur:
         for plan in plans:
@@ -128,8 +135,7 @@ def check_nulls_into_not_null(mysql: MySQLResource, pair: DatabasePair, plans: l
                             f"{pair.name}.{plan.name}.{column.name}: {n} rows are NULL on MySQL but the target "
                             f"column is NOT NULL ({column.target.type_name})"
                         )
-    if problems:
-        raise ContractError(problems)
+    return problems
 
 
 def _staged_value(path: Path, row: int, column: str) -> Any:
@@ -149,7 +155,7 @@ def run_pair(
     snapshot: Snapshot,
     mysql: MySQLResource,
     postgres: PostgresResource,
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     tables = [t for t in snapshot.source.tables if t.name not in pair.exclude]
     assets = table_assets(pair, tables)
     by_key = {key: (name, stage) for name, a in assets.items() for stage, key in a.keys.items()}
@@ -159,9 +165,12 @@ def run_pair(
         selected.setdefault(name, set()).add(stage)
     lineage = load_order(tables)
     order = [t for t in lineage.order if t in selected]
+    postgres_keys = {a.keys["postgres"]: name for name, a in assets.items()}
+    checked = {postgres_keys[c.asset_key] for c in context.selected_asset_check_keys}
 
-    plans = check_live_schema(pair, snapshot, mysql, postgres, set(order))
-    check_nulls_into_not_null(mysql, pair, [plans[t] for t in order if "csv" in selected[t]])
+    plans = check_live_schema(pair, snapshot, mysql, postgres, set(order) | checked, set(order))
+    if problems := null_violations(mysql, pair, [plans[t] for t in order if "csv" in selected[t]]):
+        raise ContractError(problems)
 
     folder = run_folder(settings, context.run_id, pair)
     folder.mkdir(parents=True, exist_ok=True)
@@ -277,44 +286,34 @@ def run_pair(
             )
         return results
 
-    # Dagster takes a multi-asset's results in topological order: a loaded table is reported
-    # once the loaded tables it depends on are; CSV and staged results go out when ready.
-    loading = {name for name in order if "postgres" in selected[name]}
-    held: dict[str, dg.MaterializeResult] = {}
-    reported: set[str] = set()
-
-    def release(results: list[dg.MaterializeResult]) -> Iterator[dg.MaterializeResult]:
-        for result in results:
-            assert result.asset_key is not None  # every result here names its asset
-            name, stage = by_key[result.asset_key]
-            if stage == "postgres":
-                held[name] = result
-            else:
-                yield result
-        progress = True
-        while progress:
-            progress = False
-            for name in [n for n in order if n in held]:
-                if all(d in reported or d not in loading for d in lineage.dependencies(name)):
-                    yield held.pop(name)
-                    reported.add(name)
-                    progress = True
-
+    # Dagster takes a multi-asset's results in topological order, and a table's checks need its
+    # parents loaded: CSV and staged results go out when ready; each loaded table is reported,
+    # with its checks, once every load of the run is done, parents first.
+    loaded: dict[str, dg.MaterializeResult] = {}
     failure: BaseException | None = None
     try:
         with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{pair.name}-table") as pool:
             pending: set[Future[list[dg.MaterializeResult]]] = {pool.submit(move, name) for name in order}
-            while pending:
+            while pending and failure is None:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in done:
-                    if future.exception() is not None:
-                        failure = future.exception()
+                    if (failure := future.exception()) is not None:
                         for other in pending:
                             other.cancel()
                         break
-                    yield from release(future.result())
-                if failure is not None:
-                    break
+                    for result in future.result():
+                        assert result.asset_key is not None  # every result here names its asset
+                        name, stage = by_key[result.asset_key]
+                        if stage == "postgres":
+                            loaded[name] = result
+                        else:
+                            yield result
+            if failure is None:
+                evaluated = run_checks(pool, context, pair, plans, assets, mysql, postgres, manifest)
+                for name in [t for t in lineage.order if t in loaded or t in evaluated]:
+                    if name in loaded:
+                        yield loaded[name]
+                    yield from evaluated.get(name, [])
     finally:
         duck.close()
         manifest.finished_at = now()
@@ -323,9 +322,38 @@ def run_pair(
         manifest.write(folder / MANIFEST)
     if failure is not None:
         context.log.error(f"manifest: {folder / MANIFEST}")
-        if isinstance(failure, MigrationDataError | ContractError):
-            raise failure
         raise failure
+
+
+def run_checks(
+    pool: ThreadPoolExecutor,
+    context: dg.AssetExecutionContext,
+    pair: DatabasePair,
+    plans: dict[str, TablePlan],
+    assets: dict[str, TableAssets],
+    mysql: MySQLResource,
+    postgres: PostgresResource,
+    manifest: Manifest,
+) -> dict[str, list[dg.AssetCheckResult]]:
+    """The selected table checks, tables in parallel; recorded in the manifest for the report."""
+    wanted: dict[str, list[str]] = {}
+    by_key = {a.keys["postgres"]: name for name, a in assets.items()}
+    for check in context.selected_asset_check_keys:
+        wanted.setdefault(by_key[check.asset_key], []).append(check.name)
+
+    def evaluate(name: str) -> list[dg.AssetCheckResult]:
+        ctx = TableCheckContext(
+            plans[name], pair.source_database, pair.target_database, mysql, postgres, assets[name].keys["postgres"]
+        )
+        results = [TABLE_CHECKS[check][0](ctx) for check in sorted(wanted[name])]
+        manifest.record(
+            name,
+            checks={r.check_name: {"passed": r.passed, "severity": r.severity.value} for r in results if r.check_name},
+        )
+        return results
+
+    futures = {name: pool.submit(evaluate, name) for name in wanted}
+    return {name: future.result() for name, future in futures.items()}
 
 
 __all__ = ["MANIFEST", "STAGES", "run_pair"]

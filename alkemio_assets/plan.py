@@ -192,11 +192,11 @@ def plan_table(
     return TablePlan(database, source, target, tuple(columns), skipped)
 
 
-def plan_database(
+def plan_tables(
     pair: DatabasePair, source: Catalog, target: TargetCatalog, only: set[str] | None = None
-) -> dict[str, TablePlan]:
-    """Every table of the source that is not excluded (or those in `only`), planned;
-    ContractError lists every gap."""
+) -> tuple[dict[str, TablePlan], list[str]]:
+    """Plan every table of the source that is not excluded (or those in `only`): the plans that
+    hold, and every gap found."""
     problems: list[str] = []
     plans: dict[str, TablePlan] = {}
     for qualified in pair.overrides:
@@ -207,9 +207,19 @@ def plan_database(
     for table in source.tables:
         if table.name in pair.exclude or (only is not None and table.name not in only):
             continue
-        plan = plan_table(pair.name, table, target.table(table.name), pair.overrides, problems)
-        if plan is not None:
+        found: list[str] = []
+        plan = plan_table(pair.name, table, target.table(table.name), pair.overrides, found)
+        problems += found
+        if plan is not None and not found:
             plans[table.name] = plan
+    return plans, problems
+
+
+def plan_database(
+    pair: DatabasePair, source: Catalog, target: TargetCatalog, only: set[str] | None = None
+) -> dict[str, TablePlan]:
+    """plan_tables, raising ContractError with every gap when there is one."""
+    plans, problems = plan_tables(pair, source, target, only)
     if problems:
         raise ContractError(problems)
     return plans

@@ -53,6 +53,15 @@ class Override:
 
 
 @dataclass(frozen=True)
+class CrossReference:
+    """A column whose values name rows of another database (no foreign key can say so)."""
+
+    column: str  # "table.column" in this database
+    database: str  # the other pair's name
+    names: str  # "table.column" there
+
+
+@dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
 
@@ -63,6 +72,8 @@ class DatabasePair:
     critical_tables: tuple[str, ...] = ()
     overrides: Mapping[str, Override] = field(default_factory=dict)  # "table.column" -> override
     replace_seeded: tuple[str, ...] = ()  # pre-filled target tables that may be replaced
+    references: tuple[CrossReference, ...] = ()
+    lookups: tuple[str, ...] = ()  # "table.column" lookups that must be able to use an index
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,11 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                 critical_tables=tuple(entry.get("critical_tables", ())),
                 overrides=overrides,
                 replace_seeded=tuple(entry.get("replace_seeded", ())),
+                references=tuple(
+                    CrossReference(r.get("column", ""), r.get("database", ""), r.get("names", ""))
+                    for r in entry.get("references", ())
+                ),
+                lookups=tuple(entry.get("lookups", ())),
             )
         )
     return tuple(pairs)
@@ -191,6 +207,14 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = 
         problems.append(f"{config_path}: {exc}")
         config = {}
     pairs = _pairs(config, env, problems)
+    names = {p.name for p in pairs}
+    for pair in pairs:
+        for ref in pair.references:
+            if ref.database not in names or "." not in ref.column or "." not in ref.names:
+                problems.append(
+                    f"migration.toml: databases.{pair.name}.references: {ref} needs column = 'table.column', "
+                    f"database = one of {sorted(names)}, names = 'table.column'"
+                )
 
     # Relative paths are relative to the repository root, wherever a process was started.
     workdir = REPO_ROOT / _text(env, "MIGRATION_WORKDIR", "var")

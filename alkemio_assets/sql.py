@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import sql
 
 
@@ -38,3 +40,11 @@ def split_script(text: str) -> list[str]:
     if tail:
         statements.append(tail)
     return statements
+
+
+def first(cursor: Any) -> Any:
+    """The first column of the one row a query returns."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("a query that returns one row returned none")
+    return row[0]

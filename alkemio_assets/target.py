@@ -42,6 +42,7 @@ class TargetTable:
     primary_key: tuple[str, ...]
     unique_keys: tuple[tuple[str, ...], ...]
     foreign_keys: tuple[TargetForeignKey, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()  # columns of every index, unique or not
 
     def column(self, name: str) -> TargetColumn | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -75,6 +76,7 @@ class TargetCatalog:
                         TargetForeignKey(f["name"], tuple(f["columns"]), f["ref_table"], tuple(f["ref_columns"]))
                         for f in t["foreign_keys"]
                     ),
+                    indexes=tuple(tuple(i) for i in t.get("indexes", ())),
                 )
                 for t in raw["tables"]
             ),
@@ -119,6 +121,15 @@ JOIN pg_namespace n ON n.oid = k.relnamespace
 WHERE n.nspname = %s AND i.indisunique AND NOT i.indisprimary AND i.indpred IS NULL
   AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid)
 ORDER BY 1, 6
+"""
+
+
+_INDEXES_SQL = """
+SELECT t.relname, array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY u(n, o)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.n ORDER BY u.o)
+FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = %s AND i.indpred IS NULL
+ORDER BY 1, 2
 """
 
 
@@ -171,6 +182,9 @@ def read_pg_catalog(connection: Any, database: str, schema: str = "public") -> T
             unique[table].append(tuple(cols))
         else:
             fks[table].append(TargetForeignKey(name, tuple(cols), ref_table, tuple(ref_cols)))
+    indexes: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for table, cols in connection.execute(_INDEXES_SQL, (schema,)):
+        indexes[table].append(tuple(cols))
     version = connection.info.server_version
     return TargetCatalog(
         database=database,
@@ -182,6 +196,7 @@ def read_pg_catalog(connection: Any, database: str, schema: str = "public") -> T
                 primary_key=primary.get(name, ()),
                 unique_keys=tuple(unique.get(name, ())),
                 foreign_keys=tuple(fks.get(name, ())),
+                indexes=tuple(indexes.get(name, ())),
             )
             for name, cols in sorted(columns.items())
         ),

@@ -125,3 +125,22 @@ def failure_message(result) -> str:
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.ephemeral() as inst:
         yield inst
+
+
+def materialize_all(settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """What the UI's "Materialize all" does: every asset of the code location, twice the first
+    time (the first run takes the catalog snapshot the table assets are built from)."""
+    for _ in range(2):
+        defs = build_definitions(settings)
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+        assert result.success
+    return result
+
+
+@pytest.fixture
+def migrated(generated_source, target_databases, tmp_path, instance: dg.DagsterInstance):
+    databases, _ = generated_source
+    assert databases == target_databases  # same names on both servers
+    settings = migration_settings(databases, str(tmp_path))
+    result = materialize_all(settings, instance)
+    return settings, databases, result

@@ -42,7 +42,7 @@ def test_three_assets_per_table_with_groups_and_kinds(fixture_defs):
     for stage in ("csv", "staged", "postgres"):
         assert f"alkemio/{stage}/user" in keys and f"kratos/{stage}/identities" in keys
     assert "alkemio/csv/migrations_typeorm" not in keys and "kratos/csv/schema_migration" not in keys
-    assert len([k for k in keys if k.startswith("alkemio/")]) == 1 + 3 * 34
+    assert len([k for k in keys if k.startswith("alkemio/")]) == 1 + 3 * 34 + 1  # catalog, tables, verified
     node = graph.get(dg.AssetKey.from_user_string("alkemio/postgres/user"))
     assert node.group_name == "alkemio" and node.kinds == {"postgres"}
     assert graph.get(dg.AssetKey.from_user_string("alkemio/csv/user")).kinds == {"mysql", "csv"}
@@ -95,7 +95,8 @@ def test_a_hundred_and_fifty_tables_build_offline(tmp_path: Path):
         settings, catalog_dir=tmp_path / "catalog", pairs=(replace(settings.pair("alkemio"), overrides={}),)
     )
     defs = build_definitions(settings)
-    assert len(defs.resolve_asset_graph().get_all_asset_keys()) == 1 + 3 * 150
+    # catalog, three per table, verified, report, cut-over
+    assert len(defs.resolve_asset_graph().get_all_asset_keys()) == 1 + 3 * 150 + 1 + 2
 
 
 def test_code_version_follows_the_columns():

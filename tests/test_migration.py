@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
-import dagster as dg
 import pytest
-from conftest import migration_settings, run_job
+from conftest import run_job
 from fidelity import compare_table
 from psycopg import sql
 
 from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.definitions import build_definitions
 from alkemio_assets.migrate import MANIFEST
 from alkemio_assets.plan import plan_database
 from alkemio_assets.settings import Settings
@@ -22,25 +19,6 @@ from alkemio_assets.target import read_pg_catalog
 from resources import MySQLResource, PostgresResource
 
 pytestmark = pytest.mark.e2e
-
-
-def materialize_all(settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    """What the UI's "Materialize all" does: every asset of the code location, twice the first
-    time (the first run takes the catalog snapshot the table assets are built from)."""
-    for _ in range(2):
-        defs = build_definitions(settings)
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
-        assert result.success
-    return result
-
-
-@pytest.fixture
-def migrated(generated_source, target_databases, tmp_path: Path, instance: dg.DagsterInstance):
-    databases, _ = generated_source
-    assert databases == target_databases  # same names on both servers
-    settings = migration_settings(databases, str(tmp_path))
-    result = materialize_all(settings, instance)
-    return settings, databases, result
 
 
 def _plans(settings: Settings, mysql: MySQLResource, postgres: PostgresResource, name: str, database: str):

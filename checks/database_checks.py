@@ -1,0 +1,269 @@
+"""The checklist items that hold per database (or across the two), as asset checks on `DB/verified`,
+and the schema contract on `DB/source_catalog`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+from psycopg import sql
+
+from alkemio_assets.catalog import read_mysql_catalog
+from alkemio_assets.plan import plan_tables
+from alkemio_assets.settings import DatabasePair, Settings
+from alkemio_assets.sql import first, mysql_ident
+from alkemio_assets.target import TargetCatalog, read_pg_catalog
+from resources import MySQLResource, PostgresResource
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+BIG_TABLES = 5
+
+
+@dataclass(frozen=True)
+class DatabaseCheckContext:
+    pair: DatabasePair
+    settings: Settings
+    mysql: MySQLResource
+    postgres: PostgresResource
+    asset_key: dg.AssetKey
+
+    def target_catalog(self) -> TargetCatalog:
+        with self.postgres.connect(self.pair.target_database) as conn:
+            return read_pg_catalog(conn, self.pair.target_database)
+
+
+def _result(
+    ctx: DatabaseCheckContext, name: str, passed: bool, severity: dg.AssetCheckSeverity, **metadata
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=ctx.asset_key, check_name=name, passed=passed, severity=severity, metadata=metadata
+    )
+
+
+def _count(ctx: DatabaseCheckContext, table: str, where: sql.Composable | None = None) -> int:
+    where = where or sql.SQL("true")
+    with ctx.postgres.connect(ctx.pair.target_database) as conn:
+        return first(conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where)))
+
+
+def critical_tables(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """The seed's critical tables (migration.toml critical_tables) exist and have rows."""
+    target = ctx.target_catalog()
+    rows = {t: (_count(ctx, t) if target.table(t) else None) for t in ctx.pair.critical_tables}
+    failing = sorted(t for t, n in rows.items() if not n)
+    return _result(
+        ctx,
+        "critical_tables",
+        not failing,
+        ERROR,
+        rows=dg.MetadataValue.json(rows),
+        missing_or_empty=dg.MetadataValue.json(failing),
+    )
+
+
+def encoding(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """UTF-8 everywhere: the target database stores UTF8 (so all its text is valid UTF-8) and
+    both connections speak UTF-8."""
+    with ctx.postgres.connect(ctx.pair.target_database) as conn:
+        server = first(conn.execute("SHOW server_encoding"))
+        client = first(conn.execute("SHOW client_encoding"))
+    with ctx.mysql.connect(ctx.pair.source_database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@character_set_client AS c, @@character_set_results AS r, @@character_set_connection AS n")
+        mysql = cur.fetchone()
+    passed = server == "UTF8" and client == "UTF8" and all(v == "utf8mb4" for v in mysql.values())
+    return _result(
+        ctx,
+        "encoding",
+        passed,
+        ERROR,
+        postgres_server_encoding=server,
+        postgres_client_encoding=client,
+        mysql_connection=dg.MetadataValue.json(mysql),
+    )
+
+
+def kratos_identities(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """Identities and credentials as many as on MySQL; identities without credentials listed
+    (the seed expects none; an installation may have some)."""
+    counts = {}
+    with ctx.mysql.connect(ctx.pair.source_database) as conn, conn.cursor() as cur:
+        for table in ("identities", "identity_credentials"):
+            cur.execute(f"SELECT COUNT(*) AS n FROM {mysql_ident(table)}")
+            counts[table] = {"mysql": int(cur.fetchone()["n"]), "postgres": _count(ctx, table)}
+    with ctx.postgres.connect(ctx.pair.target_database) as conn:
+        bare = [
+            r[0]
+            for r in conn.execute(
+                "SELECT i.id::text FROM identities i WHERE NOT EXISTS (SELECT 1 FROM identity_credentials c WHERE c.identity_id = i.id) ORDER BY 1"
+            )
+        ]
+    equal = all(c["mysql"] == c["postgres"] for c in counts.values())
+    return _result(
+        ctx,
+        "kratos_identities",
+        equal and not bare,
+        WARN,
+        counts=dg.MetadataValue.json(counts),
+        identities_without_credentials=len(bare),
+        sample=dg.MetadataValue.json(bare[:20]),
+    )
+
+
+def kratos_network(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """Exactly one networks row, and every nid names it: identities under another nid cannot log
+    in (a Kratos started against the empty target makes a network of its own)."""
+    with ctx.postgres.connect(ctx.pair.target_database) as conn:
+        networks = [r[0] for r in conn.execute("SELECT id::text FROM networks ORDER BY 1")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'nid' ORDER BY 1"
+            )
+        ]
+        foreign = {}
+        for table in tables:
+            n = first(
+                conn.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM {} WHERE nid IS DISTINCT FROM (SELECT id FROM networks LIMIT 1)"
+                    ).format(sql.Identifier(table))
+                )
+            )
+            if n:
+                foreign[table] = n
+    passed = len(networks) == 1 and not foreign
+    return _result(
+        ctx,
+        "kratos_network",
+        passed,
+        ERROR,
+        networks=dg.MetadataValue.json(networks),
+        rows_under_other_nid=dg.MetadataValue.json(foreign),
+    )
+
+
+def cross_database_references(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """References between databases that no foreign key can hold (Alkemio user.authId ->
+    Kratos identities.id), from migration.toml: every value that is set names a row."""
+    found = {}
+    for ref in ctx.pair.references:
+        other = ctx.settings.pair(ref.database).target_database
+        table, column = ref.column.split(".")
+        ref_table, ref_column = ref.names.split(".")
+        with ctx.postgres.connect(ctx.pair.target_database) as conn:
+            values = {
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT DISTINCT {}::text FROM {} WHERE {} IS NOT NULL").format(
+                        sql.Identifier(column), sql.Identifier(table), sql.Identifier(column)
+                    )
+                )
+            }
+        with ctx.postgres.connect(other) as conn:
+            known = {
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT {}::text FROM {}").format(sql.Identifier(ref_column), sql.Identifier(ref_table))
+                )
+            }
+        dangling = sorted(values - known)
+        found[f"{ref.column} -> {ref.database}.{ref.names}"] = {
+            "set": len(values),
+            "dangling": len(dangling),
+            "sample": dangling[:10],
+        }
+    passed = all(v["dangling"] == 0 for v in found.values())
+    return _result(ctx, "cross_database_references", passed, ERROR, references=dg.MetadataValue.json(found))
+
+
+def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """The seed's EXPLAIN: configured lookups (user by email) and the foreign-key columns of the
+    largest tables can use an index (sequential scans disabled to ask the question)."""
+    target = ctx.target_catalog()
+    with ctx.postgres.connect(ctx.pair.target_database) as conn:
+        sizes = dict(conn.execute("SELECT relname, reltuples FROM pg_class WHERE relkind = 'r'").fetchall())
+        big = sorted((t for t in target.tables), key=lambda t: -sizes.get(t.name, 0))[:BIG_TABLES]
+        probes = [tuple(p.split(".")) for p in ctx.pair.lookups] + [
+            (t.name, fk.columns[0]) for t in big for fk in t.foreign_keys
+        ]
+        plans, unindexed = {}, []
+        conn.execute("SET enable_seqscan = off")
+        for table, column in probes:
+            if target.table(table) is None:
+                plans[f"{table}.{column}"] = "no such table"
+                continue
+            # a value from the table, as an InitPlan parameter: the planner cannot fold it away
+            plan = first(
+                conn.execute(
+                    sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {t} WHERE {c} = (SELECT {c} FROM {t} LIMIT 1)").format(
+                        t=sql.Identifier(table), c=sql.Identifier(column)
+                    )
+                )
+            )
+            node = plan[0]["Plan"]["Node Type"] if isinstance(plan, list) else json.loads(plan)[0]["Plan"]["Node Type"]
+            plans[f"{table}.{column}"] = node
+            if "Index" not in node and "Bitmap" not in node:
+                unindexed.append(f'CREATE INDEX ON "{table}" ("{column}");')
+    return _result(
+        ctx,
+        "query_plans",
+        not unindexed,
+        WARN,
+        plans=dg.MetadataValue.json(plans),
+        suggested=dg.MetadataValue.md("\n".join(f"    {s}" for s in unindexed) or "none"),
+    )
+
+
+def schema_contract(
+    pair: DatabasePair, mysql: MySQLResource, postgres: PostgresResource, asset_key: dg.AssetKey
+) -> dg.AssetCheckResult:
+    """Before any data moves: every source table and column has its target, every type pair a
+    cast rule, every target NOT NULL column without default a source, and no column that is
+    nullable on MySQL but NOT NULL on PostgreSQL holds NULLs."""
+    with mysql.connect() as conn:
+        source = read_mysql_catalog(conn, pair.source_database)
+    with postgres.connect(pair.target_database) as conn:
+        target = read_pg_catalog(conn, pair.target_database)
+    plans, problems = plan_tables(pair, source, target)
+    from alkemio_assets.migrate import null_violations
+
+    problems += null_violations(mysql, pair, list(plans.values()))
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name="schema_contract",
+        passed=not problems,
+        severity=ERROR,
+        metadata={"tables": len(plans), "problems": dg.MetadataValue.json(problems)},
+    )
+
+
+DATABASE_CHECKS: dict[str, tuple[Callable[[DatabaseCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str]] = {
+    "critical_tables": (critical_tables, ERROR, "The configured critical tables exist and have rows."),
+    "encoding": (encoding, ERROR, "UTF8 target and UTF-8 connections on both sides."),
+    "query_plans": (query_plans, WARN, "Configured lookups and big tables' FK columns can use an index."),
+}
+# Checks that apply only where the schema has what they look at.
+KRATOS_CHECKS = {
+    "kratos_identities": (
+        kratos_identities,
+        WARN,
+        "Identities and credentials as on MySQL; identities without credentials listed.",
+    ),
+    "kratos_network": (kratos_network, ERROR, "Exactly one networks row and every nid names it."),
+}
+REFERENCE_CHECK = {
+    "cross_database_references": (cross_database_references, ERROR, "References into another database resolve."),
+}
+
+
+def checks_for(
+    pair: DatabasePair, tables: set[str]
+) -> dict[str, tuple[Callable[[DatabaseCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str]]:
+    chosen = dict(DATABASE_CHECKS)
+    if {"identities", "identity_credentials", "networks"} <= tables:
+        chosen.update(KRATOS_CHECKS)
+    if pair.references:
+        chosen.update(REFERENCE_CHECK)
+    return chosen

@@ -1,0 +1,285 @@
+"""The checklist items that hold per table, as asset checks on `DB/postgres/T`.
+
+Each function takes the table's context and returns an AssetCheckResult whose metadata is the
+evidence an operator needs without a SQL console. ERROR checks block the report and cut-over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+from psycopg import sql
+
+from alkemio_assets.plan import TablePlan
+from alkemio_assets.sql import first, mysql_ident
+from checks.fingerprint import (
+    BUCKETS,
+    canonical,
+    differing_keys,
+    fingerprint,
+    source_rows,
+    target_rows,
+)
+from resources import MySQLResource, PostgresResource
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+SAMPLE_ROWS = 3
+REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True)
+class TableCheckContext:
+    plan: TablePlan
+    source_database: str
+    target_database: str
+    mysql: MySQLResource
+    postgres: PostgresResource
+    asset_key: dg.AssetKey
+
+    @property
+    def table(self) -> sql.Identifier:
+        return sql.Identifier(self.plan.name)
+
+
+def _result(
+    ctx: TableCheckContext, name: str, passed: bool, severity: dg.AssetCheckSeverity, **metadata
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=ctx.asset_key, check_name=name, passed=passed, severity=severity, metadata=metadata
+    )
+
+
+def _mysql_count(ctx: TableCheckContext) -> int:
+    with ctx.mysql.connect(ctx.source_database) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) AS n FROM {mysql_ident(ctx.plan.name)}")
+        return int(cur.fetchone()["n"])
+
+
+def row_count(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """Exact COUNT(*) on both sides (the seed's table_rows and n_live_tup are estimates)."""
+    source = _mysql_count(ctx)
+    with ctx.postgres.connect(ctx.target_database) as conn:
+        target = first(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ctx.table)))
+    return _result(
+        ctx, "row_count", source == target, ERROR, mysql_rows=source, postgres_rows=target, difference=target - source
+    )
+
+
+def content_fingerprint(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """Every row, canonicalised on both sides: an order-independent fingerprint; on a mismatch
+    the keys of the differing rows."""
+
+    def source():
+        return source_rows(ctx.mysql, ctx.source_database, ctx.plan)
+
+    def target():
+        return target_rows(ctx.postgres, ctx.target_database, ctx.plan)
+
+    left, right = fingerprint(source()), fingerprint(target())
+    passed = left.rows == right.rows and left.total == right.total
+    metadata: dict = {"mysql": left.hex(), "postgres": right.hex(), "rows_compared": left.rows}
+    if not passed:
+        buckets = {i for i in range(BUCKETS) if left.buckets[i] != right.buckets[i]}
+        metadata["differing_keys"] = dg.MetadataValue.json(differing_keys(source, target, buckets))
+    return _result(ctx, "content_fingerprint", passed, ERROR, **metadata)
+
+
+def foreign_keys(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """For every foreign key of the target table: zero orphan rows (the load bypassed them)."""
+    orphans: dict[str, int] = {}
+    samples: dict[str, list[str]] = {}
+    with ctx.postgres.connect(ctx.target_database) as conn:
+        for fk in ctx.plan.target.foreign_keys:
+            cols = [sql.Identifier(c) for c in fk.columns]
+            match = sql.SQL(" AND ").join(
+                sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c))
+                for c, r in zip(fk.columns, fk.ref_columns, strict=True)
+            )
+            present = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(c) for c in cols)
+            query = sql.SQL(
+                "SELECT {cols} FROM {t} c WHERE {present} AND NOT EXISTS (SELECT 1 FROM {r} p WHERE {match})"
+            ).format(
+                cols=sql.SQL(", ").join(sql.SQL("c.{}::text").format(c) for c in cols),
+                t=ctx.table,
+                present=present,
+                r=sql.Identifier(fk.ref_table),
+                match=match,
+            )
+            count = first(conn.execute(sql.SQL("SELECT count(*) FROM ({}) o").format(query)))
+            orphans[fk.name] = count
+            if count:
+                samples[fk.name] = [", ".join(r) for r in conn.execute(sql.SQL("{} LIMIT 5").format(query))]
+    passed = not any(orphans.values())
+    metadata: dict = {"foreign_keys": len(orphans), "orphans": dg.MetadataValue.json(orphans)}
+    if samples:
+        metadata["orphan_keys"] = dg.MetadataValue.json(samples)
+    return _result(ctx, "foreign_keys", passed, ERROR, **metadata)
+
+
+def keys(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """Every primary key and unique constraint of the source has a target counterpart."""
+    target = set(ctx.plan.target.unique_keys)
+    missing = [list(k) for k in ctx.plan.source.unique_keys if k not in target]
+    return _result(
+        ctx,
+        "keys",
+        not missing,
+        ERROR,
+        source_unique_keys=len(ctx.plan.source.unique_keys),
+        missing=dg.MetadataValue.json(missing),
+    )
+
+
+def indexes(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """Non-unique source indexes without a target index on the same leading columns. InnoDB
+    indexes every foreign key by itself; PostgreSQL does not, so migrations written for it can
+    lack them: named here with the CREATE INDEX to add."""
+    covered = ctx.plan.target.indexes
+    missing = [
+        i.columns
+        for i in ctx.plan.source.indexes
+        if not i.unique and not any(t[: len(i.columns)] == i.columns for t in covered)
+    ]
+    statements = [
+        sql.SQL("CREATE INDEX ON {} ({});")
+        .format(ctx.table, sql.SQL(", ").join(sql.Identifier(c) for c in cols))
+        .as_string(None)
+        for cols in missing
+    ]
+    return _result(
+        ctx,
+        "indexes",
+        not missing,
+        WARN,
+        missing=dg.MetadataValue.json([list(c) for c in missing]),
+        suggested=dg.MetadataValue.md("\n".join(f"    {s}" for s in statements) or "none"),
+    )
+
+
+def sequences(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """Every sequence owned by a column is past the column's maximum."""
+    found: dict[str, dict[str, int]] = {}
+    with ctx.postgres.connect(ctx.target_database) as conn:
+        for column in ctx.plan.target.columns:
+            if column.sequence is None:
+                continue
+            top = first(conn.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column.name), ctx.table)))
+            schema, name = conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = %s::regclass",
+                (column.sequence,),
+            ).fetchone() or (None, None)
+            state = conn.execute(
+                sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
+            ).fetchone()
+            assert state is not None, column.sequence
+            last, called = state
+            following = last + 1 if called else last
+            if top is not None:  # an empty table has nothing to be past
+                found[column.sequence] = {"max": top, "next": following}
+    behind = {s: v for s, v in found.items() if v["next"] <= v["max"]}
+    return _result(
+        ctx,
+        "sequences",
+        not behind,
+        ERROR,
+        sequences=dg.MetadataValue.json(found),
+        behind=dg.MetadataValue.json(behind),
+    )
+
+
+def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """The seed's named samples as readable evidence: the first rows by key side by side (UUIDs,
+    text with its newlines, timestamps to the microsecond, JSON, booleans from 0/1), and text
+    that gained U+FFFD replacement characters on the way."""
+    plan = ctx.plan
+    key = plan.source.primary_key or tuple(c.name for c in plan.columns)
+    converters = [canonical(c) for c in plan.columns]
+    mysql_order = ", ".join(mysql_ident(k) for k in key)
+    from alkemio_assets.export import select_list
+
+    with ctx.mysql.connect(ctx.source_database, raw=True) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {select_list(plan.columns)} FROM {mysql_ident(plan.name)} ORDER BY {mysql_order} LIMIT {SAMPLE_ROWS}"
+        )
+        left = [
+            [None if v is None else f(v) for (f, _), v in zip(converters, row, strict=True)] for row in cur.fetchall()
+        ]
+    columns = sql.SQL(", ").join(
+        sql.SQL("{}::text").format(sql.Identifier(c.target.name))
+        if c.target.data_type in ("json", "jsonb")
+        else sql.Identifier(c.target.name)
+        for c in plan.columns
+    )
+    texts = [c for c in plan.columns if c.target.data_type in ("text", "character varying", "character")]
+    with ctx.postgres.connect(ctx.target_database) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT %s").format(
+                columns, ctx.table, sql.SQL(", ").join(sql.Identifier(k) for k in key)
+            ),
+            (SAMPLE_ROWS,),
+        ).fetchall()
+        right = [[None if v is None else f(v) for (_, f), v in zip(converters, row, strict=True)] for row in rows]
+        replaced_target = {
+            c.name: first(
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {} WHERE strpos({}, %s) > 0").format(
+                        ctx.table, sql.Identifier(c.target.name)
+                    ),
+                    (REPLACEMENT,),
+                )
+            )
+            for c in texts
+        }
+    replaced_source = {}
+    with ctx.mysql.connect(ctx.source_database) as conn, conn.cursor() as cur:
+        for c in texts:
+            if c.export_as != "value":
+                continue
+            cur.execute(
+                f"SELECT COUNT(*) AS n FROM {mysql_ident(plan.name)} WHERE LOCATE(%s, {mysql_ident(c.name)}) > 0",
+                (REPLACEMENT,),
+            )
+            replaced_source[c.name] = int(cur.fetchone()["n"])
+    gained = {
+        name: n - replaced_source.get(name, 0)
+        for name, n in replaced_target.items()
+        if n > replaced_source.get(name, 0)
+    }
+    evidence = {
+        c.name: [{"mysql": _short(a[i]), "postgres": _short(b[i])} for a, b in zip(left, right, strict=False)]
+        for i, c in enumerate(plan.columns)
+    }
+    passed = left == right and not gained
+    return _result(
+        ctx,
+        "samples",
+        passed,
+        ERROR,
+        rows=len(left),
+        side_by_side=dg.MetadataValue.json(evidence),
+        replacement_characters_gained=dg.MetadataValue.json(gained),
+    )
+
+
+def _short(value: str | None, limit: int = 80) -> str | None:
+    if value is None or len(value) <= limit:
+        return value
+    return value[: limit - 10] + f"...({len(value)})"
+
+
+TABLE_CHECKS: dict[str, tuple[Callable[[TableCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str]] = {
+    "row_count": (row_count, ERROR, "Exact COUNT(*) equal on MySQL and PostgreSQL."),
+    "content_fingerprint": (
+        content_fingerprint,
+        ERROR,
+        "Every row equal after its documented conversion (order-independent fingerprint).",
+    ),
+    "foreign_keys": (foreign_keys, ERROR, "No orphan row for any foreign key of the table."),
+    "keys": (keys, ERROR, "Every source primary key and unique constraint exists on the target."),
+    "indexes": (indexes, WARN, "Source indexes missing on the target, with the CREATE INDEX to add."),
+    "sequences": (sequences, ERROR, "Every owned sequence is past its column's maximum."),
+    "samples": (samples, ERROR, "First rows side by side; no U+FFFD replacement characters gained."),
+}
