@@ -66,7 +66,9 @@ def _differing_keys(cur: Any, plan: TablePlan, path: Path, limit: int = 20) -> l
     cur.execute(sql.SQL("CREATE TEMP TABLE _incoming (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(_table(plan)))
     _copy_file(cur, sql.Identifier("_incoming"), plan, path)
     key = plan.target.primary_key or tuple(c.target.name for c in plan.columns)
-    cols, keys = _columns(plan), sql.SQL(", ").join(sql.Identifier(k) for k in key)
+    # compared as text: json has no equality operator, and identical input gives identical text
+    cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.target.name)) for c in plan.columns)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in key)
     cur.execute(
         sql.SQL(
             "SELECT DISTINCT {keys} FROM ((SELECT {cols} FROM _incoming EXCEPT SELECT {cols} FROM {t}) "

@@ -56,6 +56,11 @@ class Manifest:
         with self.lock:
             self.tables.setdefault(table, {}).update(entry)
 
+    def span(self, table: str, stage: str, started: float) -> None:
+        """When a stage ran (epoch seconds), for the benchmark's phase timings."""
+        with self.lock:
+            self.tables.setdefault(table, {}).setdefault("spans", {})[stage] = [round(started, 3), round(time.time(), 3)]
+
     def write(self, path: Path) -> None:
         body = {k: v for k, v in self.__dict__.items() if k != "lock"}
         tmp = path.with_suffix(".tmp")
@@ -205,7 +210,7 @@ def run_pair(
             ],
         )
         if "csv" in stages:
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             with mysql.connect(pair.source_database, raw=True) as conn:
                 exported = export_table(conn, plan, csv_path)
             manifest.record(
@@ -216,6 +221,7 @@ def run_pair(
                 sha256=exported.sha256,
                 longest_record=exported.longest_record,
             )
+            manifest.span(name, "export", wall)
             results.append(
                 dg.MaterializeResult(
                     asset_key=assets[name].keys["csv"],
@@ -234,12 +240,13 @@ def run_pair(
                 raise FileNotFoundError(
                     f"{pair.name}.{name}: no CSV file to stage; materialize {assets[name].keys['csv'].to_user_string()} first"
                 )
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             longest = manifest.tables[name].get("longest_record") if source_csv == csv_path else None
             staged = stage_table(
                 duck.cursor(), plan, source_csv, staged_path, longest or longest_record(source_csv, name)
             )
             manifest.record(name, staged_file=str(staged_path.relative_to(folder)), staged_rows=staged.rows)
+            manifest.span(name, "stage", wall)
             results.append(
                 dg.MaterializeResult(
                     asset_key=assets[name].keys["staged"],
@@ -261,7 +268,7 @@ def run_pair(
                 raise FileNotFoundError(
                     f"{pair.name}.{name}: no staged file to load; materialize {assets[name].keys['staged'].to_user_string()} first"
                 )
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             with postgres.connect(pair.target_database) as conn:
                 loaded = load_table(
                     conn,
@@ -272,6 +279,7 @@ def run_pair(
                     replace_seeded=name in pair.replace_seeded,
                 )
             manifest.record(name, loaded_rows=loaded.rows, load=loaded.outcome, sequences=loaded.sequences)
+            manifest.span(name, "load", wall)
             results.append(
                 dg.MaterializeResult(
                     asset_key=assets[name].keys["postgres"],
@@ -345,7 +353,9 @@ def run_checks(
         ctx = TableCheckContext(
             plans[name], pair.source_database, pair.target_database, mysql, postgres, assets[name].keys["postgres"]
         )
+        wall = time.time()
         results = [TABLE_CHECKS[check][0](ctx) for check in sorted(wanted[name])]
+        manifest.span(name, "checks", wall)
         manifest.record(
             name,
             checks={r.check_name: {"passed": r.passed, "severity": r.severity.value} for r in results if r.check_name},

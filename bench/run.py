@@ -1,0 +1,408 @@
+"""Benchmark: our migration against pgloader and against this machine's physical limit, on the
+same generated data, the same servers, in one run.
+
+    .venv/bin/python -m bench.run --scale 0.1        # or scripts/bench 0.1
+
+For each contender, a fresh copy of the baseline target schema; wall seconds, rows/s, MB/s
+(of CSV data moved) and peak RSS (the process tree, from wait4); printed as a table and written
+to bench/results/scale-S.json. Sling is not measured yet (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alkemio_assets.catalog import read_mysql_catalog
+from alkemio_assets.settings import REPO_ROOT, load_settings
+from alkemio_assets.sql import mysql_ident, pg_ident
+from fixtures import FIXTURE_DATABASES, apply_source_schema, apply_target_schema
+from fixtures.generator import generate
+from resources import MySQLResource, PostgresResource
+
+RESULTS = REPO_ROOT / "bench" / "results"
+PGLOADER_TEMPLATE = REPO_ROOT / "bench" / "pgloader.load"
+# pgloader cannot honour these: the target's migrations fill them (it would duplicate the rows)
+PGLOADER_SKIPS = {
+    "kratos": ["identity_credential_types", "schema_migration"],
+    "alkemio": ["migrations_typeorm", "query-result-cache"],
+}
+
+
+@dataclass
+class Measure:
+    name: str
+    seconds: float
+    rows: int
+    megabytes: float
+    peak_rss_mb: float
+    note: str = ""
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.megabytes / self.seconds if self.seconds else 0.0
+
+
+def run(
+    command: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None
+) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a command and everything it waited for."""
+    started = time.monotonic()
+    with open(log or os.devnull, "w") as out:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command[0]} failed ({status}); log: {log}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def fresh_targets(postgres: PostgresResource, prefix: str) -> dict[str, str]:
+    names = {name: f"{prefix}_{name}" for name in FIXTURE_DATABASES}
+    for name, database in names.items():
+        postgres.create_database(database, drop_existing=True)
+        apply_target_schema(postgres, name, database)
+    return names
+
+
+def source_databases(mysql: MySQLResource, scale: float, regenerate: bool) -> dict[str, str]:
+    tag = str(scale).replace(".", "_")
+    names = {name: f"bench_s{tag}_{name}" for name in FIXTURE_DATABASES}
+    with mysql.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'user'",
+            (names["alkemio"],),
+        )
+        present = cur.fetchone()["n"] == 1
+    if present and not regenerate:
+        return names
+    for name, database in names.items():
+        mysql.create_database(database, drop_existing=True)
+        apply_source_schema(mysql, name, database)
+    started = time.monotonic()
+    generate(mysql, names, scale)
+    print(f"generated scale {scale} in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return names
+
+
+def table_sizes(mysql: MySQLResource, names: dict[str, str]) -> tuple[int, float]:
+    rows = size = 0
+    with mysql.connect() as conn, conn.cursor() as cur:
+        for database in names.values():
+            for table in read_mysql_catalog(conn, database).tables:
+                cur.execute(f"SELECT COUNT(*) AS n FROM `{database}`.`{table.name}`")
+                rows += cur.fetchone()["n"]
+            cur.execute(
+                "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) AS s FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                (database,),
+            )
+            size += float(cur.fetchone()["s"] or 0)
+    return rows, size / 1e6
+
+
+def ours(sources: dict[str, str], targets: dict[str, str], work: Path, logs: Path) -> tuple[Measure, Measure, dict]:
+    """refresh_catalog, then migrate_all (export, staging, load, every check, report), headless.
+    Dagster runs in the work folder: its CLI loads a .env from the working directory over the
+    environment, and the repository's .env names the demo databases."""
+    env = {
+        **os.environ,
+        "MIGRATION_WORKDIR": str(work),
+        "DAGSTER_HOME": str(work / "dagster_home"),
+        "MYSQL_DATABASE": sources["alkemio"],
+        "DATABASE_NAME": targets["alkemio"],
+        "KRATOS_MYSQL_DATABASE": sources["kratos"],
+        "KRATOS_DATABASE_NAME": targets["kratos"],
+    }
+    (work / "dagster_home").mkdir(parents=True, exist_ok=True)
+    dagster = str(Path(sys.executable).parent / "dagster")
+    job = [dagster, "job", "execute", "-m", "alkemio_assets.definitions", "-j"]
+    run([*job, "refresh_catalog"], env, logs / "ours-catalog.log", cwd=work)
+    seconds, rss = run([*job, "migrate_all"], env, logs / "ours.log", cwd=work)
+    manifests = [json.loads(p.read_text()) for p in (work / "runs").glob("*/*/migration_manifest.json")]
+    spans = [t["spans"] for m in manifests for t in m["tables"].values() if "spans" in t]
+    first = min(s[0] for sp in spans for s in sp.values())
+
+    def phase_end(stage: str) -> float:
+        return max((sp[stage][1] for sp in spans if stage in sp), default=first)
+
+    phases = {
+        "export_stage_load": round(phase_end("load") - first, 1),
+        "checks": round(phase_end("checks") - phase_end("load"), 1),
+        "export_busy": round(sum(sp["export"][1] - sp["export"][0] for sp in spans if "export" in sp), 1),
+        "stage_busy": round(sum(sp["stage"][1] - sp["stage"][0] for sp in spans if "stage" in sp), 1),
+        "load_busy": round(sum(sp["load"][1] - sp["load"][0] for sp in spans if "load" in sp), 1),
+        "checks_busy": round(sum(sp["checks"][1] - sp["checks"][0] for sp in spans if "checks" in sp), 1),
+        "dagster_and_database_checks": round(seconds - (phase_end("checks") - first), 1),
+    }
+    rows = sum(t.get("loaded_rows") or 0 for m in manifests for t in m["tables"].values())
+    megabytes = sum(t.get("bytes") or 0 for m in manifests for t in m["tables"].values()) / 1e6
+    migration = Measure(
+        "ours: export, stage, load (FKs proven)",
+        phases["export_stage_load"],
+        rows,
+        megabytes,
+        rss,
+        "wall from the first export to the last load, inside the run",
+    )
+    total = Measure("ours: end to end with every check", seconds, rows, megabytes, rss, "the whole dagster job execute")
+    return migration, total, phases
+
+
+def pgloader(
+    sources: dict[str, str], targets: dict[str, str], logs: Path, rows: int, megabytes: float, settings
+) -> Measure:
+    template = PGLOADER_TEMPLATE.read_text()
+    total, peak = 0.0, 0.0
+    for name in FIXTURE_DATABASES:
+        source, target = settings.source, settings.target
+        skips = ", ".join(f"'{t}'" for t in PGLOADER_SKIPS[name])
+        body = (
+            template.format(
+                source=f"mysql://{source.user}@{source.host}:{source.port}/{sources[name]}",
+                target=f"postgresql://{target.user}@{target.host}:{target.port}/{targets[name]}",
+                schema=sources[name],
+                excluding=skips,
+                casts=",\n     ".join(
+                    ["column notification.state to text drop typemod", "column space.visibility to text drop typemod"]
+                )
+                if name == "alkemio"
+                else "",
+            )
+            .replace("CAST ,", "CAST")
+            .replace(",\n     \n", "\n")
+        )
+        script = logs / f"pgloader-{name}.load"
+        script.write_text(body)
+        seconds, rss = run(["pgloader", "--no-ssl-cert-verification", str(script)], None, logs / f"pgloader-{name}.log")
+        total += seconds
+        peak = max(peak, rss)
+    # pgloader was told not to touch sequences (its reset fails on quoted identifiers): ours, timed
+    started = time.monotonic()
+    postgres = PostgresResource(
+        host=settings.target.host,
+        port=settings.target.port,
+        user=settings.target.user,
+        password=settings.target.password(),
+    )
+    for database in targets.values():
+        with postgres.connect(database) as conn:
+            conn.execute("""
+                DO $$ DECLARE r record; BEGIN
+                FOR r IN SELECT c.relname t, a.attname col, pg_get_serial_sequence(format('%I', c.relname), a.attname) s
+                  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0
+                    AND pg_get_serial_sequence(format('%I', c.relname), a.attname) IS NOT NULL LOOP
+                  EXECUTE format('SELECT setval(%L, COALESCE((SELECT max(%I) FROM %I), 0) + 1, false)', r.s, r.col, r.t);
+                END LOOP; END $$""")
+    total += time.monotonic() - started
+    return Measure(
+        "pgloader (data only, 4 workers)",
+        total,
+        rows,
+        megabytes,
+        peak,
+        "FKs re-created by pgloader; sequences set after",
+    )
+
+
+def run_parallel(commands: list[list[str]], workers: int, log: Path) -> tuple[float, float]:
+    """Wall seconds for all commands, `workers` at a time, and the largest peak RSS (MB)."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        peaks = list(
+            pool.map(lambda c: run(c, None, log.with_name(f"{log.stem}-{abs(hash(tuple(c)))}.log"))[1], commands)
+        )
+    return time.monotonic() - started, max(peaks, default=0.0)
+
+
+def physical_limit(
+    sources: dict[str, str],
+    staged: list[Path],
+    targets: dict[str, str],
+    rows: int,
+    megabytes: float,
+    settings,
+    logs: Path,
+) -> tuple[Measure, Measure]:
+    """A raw full read of every source table (the MySQL client to /dev/null, 2 at once), and a raw
+    COPY of our load-ready files into a fresh indexed baseline (psql, 2 at once)."""
+    s, t = settings.source, settings.target
+    reads = []
+    with MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password()).connect() as conn:
+        for database in sources.values():
+            for table in read_mysql_catalog(conn, database).tables:
+                query = f"SELECT * FROM {mysql_ident(database)}.{mysql_ident(table.name)}"
+                reads.append(
+                    [
+                        "bash",
+                        "-c",
+                        'exec "$@" > /dev/null',
+                        "read",
+                        "mariadb",
+                        "--protocol=tcp",
+                        "-h",
+                        s.host,
+                        "-P",
+                        str(s.port),
+                        "-u",
+                        s.user,
+                        "--quick",
+                        "--batch",
+                        "-e",
+                        query,
+                    ]
+                )
+    read_seconds, read_rss = run_parallel(reads, 2, logs / "limit-read.log")
+    copies = []
+    for path in staged:
+        database = targets[path.parent.parent.name]
+        copy = f"\\copy {pg_ident(path.stem).as_string(None)} FROM '{path}' (FORMAT csv, HEADER true)"
+        copies.append(
+            [
+                "psql",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                t.host,
+                "-p",
+                str(t.port),
+                "-U",
+                t.user,
+                "-d",
+                database,
+                "-c",
+                "SET session_replication_role = replica",
+                "-c",  # the target's migrations pre-fill some tables (Kratos credential types)
+                f"DELETE FROM {pg_ident(path.stem).as_string(None)}",
+                "-c",
+                copy,
+            ]
+        )
+    copy_seconds, copy_rss = run_parallel(copies, 2, logs / "limit-copy.log")
+    return (
+        Measure(
+            "limit: raw read of every source table",
+            read_seconds,
+            rows,
+            megabytes,
+            read_rss,
+            "mariadb --quick > /dev/null, 2 at once",
+        ),
+        Measure(
+            "limit: raw COPY of load-ready files",
+            copy_seconds,
+            rows,
+            megabytes,
+            copy_rss,
+            "psql \\copy into the indexed baseline, 2 at once",
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=float, default=0.1)
+    parser.add_argument("--regenerate", action="store_true", help="generate the source again even if present")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    s, t = settings.source, settings.target
+    mysql = MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password())
+    postgres = PostgresResource(host=t.host, port=t.port, user=t.user, password=t.password())
+
+    sources = source_databases(mysql, args.scale, args.regenerate)
+    rows, source_mb = table_sizes(mysql, sources)
+    (settings.workdir / "bench").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"scale-{args.scale}-", dir=settings.workdir / "bench"))
+    logs = work / "logs"
+    logs.mkdir(parents=True)
+
+    migration, total, phases = ours(sources, fresh_targets(postgres, "bench_ours"), work, logs)
+    contenders = [migration, total]
+    contenders.append(
+        pgloader(sources, fresh_targets(postgres, "bench_pgl"), logs, migration.rows, migration.megabytes, settings)
+    )
+    staged = sorted(work.glob("runs/*/*/staged/*.csv"))
+    read, copy = physical_limit(
+        sources, staged, fresh_targets(postgres, "bench_limit"), migration.rows, migration.megabytes, settings, logs
+    )
+    limit = Measure(
+        "limit: read + COPY",
+        read.seconds + copy.seconds,
+        migration.rows,
+        migration.megabytes,
+        max(read.peak_rss_mb, copy.peak_rss_mb),
+    )
+    contenders += [read, copy, limit]
+
+    print(
+        f"\nscale {args.scale}: {rows} source rows, {source_mb:.0f} MB of MySQL data+indexes, {migration.megabytes:.0f} MB of CSV\n"
+    )
+    print(f"| {'contender':<42} | {'wall s':>8} | {'rows/s':>9} | {'MB/s':>6} | {'peak RSS MB':>11} |")
+    print(f"|{'-' * 44}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 13}|")
+    for m in contenders:
+        print(
+            f"| {m.name:<42} | {m.seconds:>8.1f} | {m.rows_per_second:>9.0f} | {m.mb_per_second:>6.1f} | {m.peak_rss_mb:>11.0f} |"
+        )
+    pgl = contenders[2]
+    ratios = {
+        "migration / pgloader": round(migration.seconds / pgl.seconds, 2),
+        "end to end / pgloader": round(total.seconds / pgl.seconds, 2),
+        "migration / limit": round(migration.seconds / limit.seconds, 2),
+        "end to end / limit": round(total.seconds / limit.seconds, 2),
+    }
+    print("\n" + ", ".join(f"{k}: {v}" for k, v in ratios.items()))
+    print("ours, phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"scale-{args.scale}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "system": platform.platform(),
+                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+                },
+                "scale": args.scale,
+                "source_rows": rows,
+                "source_mb": round(source_mb, 1),
+                "contenders": [
+                    {
+                        **asdict(m),
+                        "rows_per_second": round(m.rows_per_second),
+                        "mb_per_second": round(m.mb_per_second, 1),
+                    }
+                    for m in contenders
+                ],
+                "ratios": ratios,
+                "ours_phases": phases,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    print(f"\nwritten {out.relative_to(REPO_ROOT)}; logs in {logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    sys.exit(main())
