@@ -59,7 +59,10 @@ class Manifest:
     def span(self, table: str, stage: str, started: float) -> None:
         """When a stage ran (epoch seconds), for the benchmark's phase timings."""
         with self.lock:
-            self.tables.setdefault(table, {}).setdefault("spans", {})[stage] = [round(started, 3), round(time.time(), 3)]
+            self.tables.setdefault(table, {}).setdefault("spans", {})[stage] = [
+                round(started, 3),
+                round(time.time(), 3),
+            ]
 
     def write(self, path: Path) -> None:
         body = {k: v for k, v in self.__dict__.items() if k != "lock"}

@@ -115,3 +115,29 @@ def test_bytes_in_a_latin1_text_column_need_an_override(mysql: MySQLResource, un
             assert part in message
     finally:
         mysql.drop_database(db)
+
+
+def test_generated_columns_are_not_exported(mysql: MySQLResource, unique_name: str, tmp_path: Path):
+    db = f"{unique_name}_gen"
+    mysql.create_database(db)
+    try:
+        mysql.execute_script(
+            db,
+            [
+                "CREATE TABLE g (id int PRIMARY KEY, v varchar(10) NOT NULL, twice int AS (id * 2) VIRTUAL, "
+                "upper_v varchar(10) AS (UPPER(v)) STORED)",
+                "INSERT INTO g (id, v) VALUES (1, 'a'), (2, 'b')",
+            ],
+        )
+        with mysql.connect(db) as conn:
+            source = read_mysql_catalog(conn, db).table("g")
+        assert source.column("twice").generated and source.column("upper_v").generated
+        int_target = TargetColumn("id", "integer", "integer", True, False, None, None, None, None, (), None, False)
+        target = TargetTable("g", (int_target, _text_target("v")), ("id",), (("id",),), ())
+        plan = plan_table("db", source, target, {}, [])
+        assert plan is not None and plan.skipped == ("twice", "upper_v")
+        with mysql.connect(db, raw=True) as conn:
+            result = export_table(conn, plan, tmp_path / "g.csv")
+        assert result.path.read_text().splitlines() == ["id,v", "1,a", "2,b"]
+    finally:
+        mysql.drop_database(db)
