@@ -35,8 +35,13 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# DuckDB takes 80 % of the machine by default; staging spills to its database file instead.
+MEMORY_LIMIT = "1GB"
+
+
 def prepare(duck: Any) -> None:
     """Once per staging database, before tables are staged in parallel."""
+    duck.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
     duck.execute("CREATE SCHEMA IF NOT EXISTS raw; CREATE SCHEMA IF NOT EXISTS staged")
 
 

@@ -15,6 +15,7 @@ from alkemio_assets.plan import plan_tables
 from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.sql import first, mysql_ident
 from alkemio_assets.target import TargetCatalog, read_pg_catalog
+from checks import check_result
 from resources import MySQLResource, PostgresResource
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -37,9 +38,7 @@ class DatabaseCheckContext:
 def _result(
     ctx: DatabaseCheckContext, name: str, passed: bool, severity: dg.AssetCheckSeverity, **metadata
 ) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=ctx.asset_key, check_name=name, passed=passed, severity=severity, metadata=metadata
-    )
+    return check_result(ctx.asset_key, name, passed, severity, **metadata)
 
 
 def _count(ctx: DatabaseCheckContext, table: str, where: sql.Composable | None = None) -> int:
@@ -230,12 +229,8 @@ def schema_contract(
     from alkemio_assets.migrate import null_violations
 
     problems += null_violations(mysql, pair, list(plans.values()))
-    return dg.AssetCheckResult(
-        asset_key=asset_key,
-        check_name="schema_contract",
-        passed=not problems,
-        severity=ERROR,
-        metadata={"tables": len(plans), "problems": dg.MetadataValue.json(problems)},
+    return check_result(
+        asset_key, "schema_contract", not problems, ERROR, tables=len(plans), problems=dg.MetadataValue.json(problems)
     )
 
 

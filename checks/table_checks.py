@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import dagster as dg
 from psycopg import sql
 
+from alkemio_assets.export import select_list
 from alkemio_assets.plan import TablePlan
 from alkemio_assets.sql import first, mysql_ident
+from checks import check_result
 from checks.fingerprint import (
     BUCKETS,
     canonical,
@@ -46,9 +48,7 @@ class TableCheckContext:
 def _result(
     ctx: TableCheckContext, name: str, passed: bool, severity: dg.AssetCheckSeverity, **metadata
 ) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=ctx.asset_key, check_name=name, passed=passed, severity=severity, metadata=metadata
-    )
+    return check_result(ctx.asset_key, name, passed, severity, **metadata)
 
 
 def _mysql_count(ctx: TableCheckContext) -> int:
@@ -198,8 +198,6 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
     key = plan.source.primary_key or tuple(c.name for c in plan.columns)
     converters = [canonical(c) for c in plan.columns]
     mysql_order = ", ".join(mysql_ident(k) for k in key)
-    from alkemio_assets.export import select_list
-
     with ctx.mysql.connect(ctx.source_database, raw=True) as conn, conn.cursor() as cur:
         cur.execute(
             f"SELECT {select_list(plan.columns)} FROM {mysql_ident(plan.name)} ORDER BY {mysql_order} LIMIT {SAMPLE_ROWS}"
