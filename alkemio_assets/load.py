@@ -61,7 +61,7 @@ def _copy_file(cur: Any, target: sql.Composable, plan: TablePlan, path: Path) ->
             copy.write(chunk)
 
 
-def _differing_keys(cur: Any, plan: TablePlan, path: Path, limit: int = 20) -> list[tuple[Any, ...]]:
+def _differing_keys(cur: Any, plan: TablePlan, path: Path, limit: int = 20) -> list[str]:
     """Keys of rows that are in the staged file or in the target table but not in both."""
     cur.execute(sql.SQL("CREATE TEMP TABLE _incoming (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(_table(plan)))
     _copy_file(cur, sql.Identifier("_incoming"), plan, path)
@@ -76,7 +76,7 @@ def _differing_keys(cur: Any, plan: TablePlan, path: Path, limit: int = 20) -> l
         ).format(keys=keys, cols=cols, t=_table(plan)),
         (limit,),
     )
-    return cur.fetchall()
+    return [", ".join(str(v) for v in row) for row in cur.fetchall()]
 
 
 def load_table(
