@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import dagster as dg
 from psycopg import sql
 
-from alkemio_assets.catalog import read_mysql_catalog
+from alkemio_assets.catalog import Catalog
 from alkemio_assets.plan import plan_tables
 from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.sql import first, mysql_ident
@@ -216,15 +216,11 @@ def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
 
 
 def schema_contract(
-    pair: DatabasePair, mysql: MySQLResource, postgres: PostgresResource, asset_key: dg.AssetKey
+    pair: DatabasePair, source: Catalog, target: TargetCatalog, mysql: MySQLResource, asset_key: dg.AssetKey
 ) -> dg.AssetCheckResult:
     """Before any data moves: every source table and column has its target, every type pair a
     cast rule, every target NOT NULL column without default a source, and no column that is
     nullable on MySQL but NOT NULL on PostgreSQL holds NULLs."""
-    with mysql.connect() as conn:
-        source = read_mysql_catalog(conn, pair.source_database)
-    with postgres.connect(pair.target_database) as conn:
-        target = read_pg_catalog(conn, pair.target_database)
     plans, problems = plan_tables(pair, source, target)
     from alkemio_assets.migrate import null_violations
 
