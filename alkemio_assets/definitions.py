@@ -79,11 +79,8 @@ EXECUTOR = dg.multiprocess_executor.configured(
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     pairs = {pair.name: build_pair_definitions(pair, settings) for pair in settings.pairs}
-    verified = [
-        verified_key(p)
-        for p in settings.pairs
-        if any(isinstance(a, dg.AssetsDefinition) and verified_key(p) in a.keys for a in pairs[p.name].assets or [])
-    ]
+    keys = {k for d in pairs.values() for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
+    verified = [verified_key(p) for p in settings.pairs if verified_key(p) in keys]
     report = dg.Definitions(assets=report_assets(settings, verified)) if verified else dg.Definitions()
     return dg.Definitions.merge(
         *pairs.values(),

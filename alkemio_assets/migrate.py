@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from alkemio_assets.assets import STAGES, Stage, TableAssets, table_assets
+from alkemio_assets.assets import Stage, TableAssets, table_assets
 from alkemio_assets.catalog import read_mysql_catalog
 from alkemio_assets.export import export_table
 from alkemio_assets.graph import load_order
@@ -367,6 +367,3 @@ def run_checks(
 
     futures = {name: pool.submit(evaluate, name) for name in wanted}
     return {name: future.result() for name, future in futures.items()}
-
-
-__all__ = ["MANIFEST", "STAGES", "run_pair"]

@@ -35,6 +35,10 @@ from resources import MySQLResource, PostgresResource
 RESULTS = REPO_ROOT / "bench" / "results"
 PGLOADER_TEMPLATE = REPO_ROOT / "bench" / "pgloader.load"
 # pgloader cannot honour these: the target's migrations fill them (it would duplicate the rows)
+# enum columns go as text into the baseline's enum and varchar columns
+PGLOADER_CASTS = {
+    "alkemio": ["column notification.state to text drop typemod", "column space.visibility to text drop typemod"],
+}
 PGLOADER_SKIPS = {
     "kratos": ["identity_credential_types", "schema_migration"],
     "alkemio": ["migrations_typeorm", "query-result-cache"],
@@ -172,20 +176,12 @@ def pgloader(
     for name in FIXTURE_DATABASES:
         source, target = settings.source, settings.target
         skips = ", ".join(f"'{t}'" for t in PGLOADER_SKIPS[name])
-        body = (
-            template.format(
-                source=f"mysql://{source.user}@{source.host}:{source.port}/{sources[name]}",
-                target=f"postgresql://{target.user}@{target.host}:{target.port}/{targets[name]}",
-                schema=sources[name],
-                excluding=skips,
-                casts=",\n     ".join(
-                    ["column notification.state to text drop typemod", "column space.visibility to text drop typemod"]
-                )
-                if name == "alkemio"
-                else "",
-            )
-            .replace("CAST ,", "CAST")
-            .replace(",\n     \n", "\n")
+        body = template.format(
+            source=f"mysql://{source.user}@{source.host}:{source.port}/{sources[name]}",
+            target=f"postgresql://{target.user}@{target.host}:{target.port}/{targets[name]}",
+            schema=sources[name],
+            excluding=skips,
+            casts="".join(f",\n     {cast}" for cast in PGLOADER_CASTS.get(name, ())),
         )
         script = logs / f"pgloader-{name}.load"
         script.write_text(body)

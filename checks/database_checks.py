@@ -41,10 +41,9 @@ def _result(
     return check_result(ctx.asset_key, name, passed, severity, **metadata)
 
 
-def _count(ctx: DatabaseCheckContext, table: str, where: sql.Composable | None = None) -> int:
-    where = where or sql.SQL("true")
+def _count(ctx: DatabaseCheckContext, table: str) -> int:
     with ctx.postgres.connect(ctx.pair.target_database) as conn:
-        return first(conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), where)))
+        return first(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))))
 
 
 def critical_tables(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:

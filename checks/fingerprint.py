@@ -137,14 +137,19 @@ def source_rows(mysql: MySQLResource, database: str, plan: TablePlan) -> Iterato
         yield from _rows(fetched(), converters, _key_indexes(plan))
 
 
-def target_rows(postgres: PostgresResource, database: str, plan: TablePlan) -> Iterator[tuple[str, str]]:
-    converters = [canonical(c)[1] for c in plan.columns]
-    columns = sql.SQL(", ").join(
+def target_select(plan: TablePlan) -> sql.Composable:
+    """The loaded columns as the canonical functions take them: json and jsonb as their text."""
+    return sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(c.target.name))
         if c.target.data_type in ("json", "jsonb")
         else sql.Identifier(c.target.name)
         for c in plan.columns
     )
+
+
+def target_rows(postgres: PostgresResource, database: str, plan: TablePlan) -> Iterator[tuple[str, str]]:
+    converters = [canonical(c)[1] for c in plan.columns]
+    columns = target_select(plan)
     with postgres.connect(database) as conn, conn.cursor(name="fingerprint") as cur:
         cur.itersize = FETCH
         cur.execute(sql.SQL("SELECT {} FROM {}").format(columns, sql.Identifier(plan.name)))

@@ -23,6 +23,7 @@ from checks.fingerprint import (
     fingerprint,
     source_rows,
     target_rows,
+    target_select,
 )
 from resources import MySQLResource, PostgresResource
 
@@ -205,12 +206,7 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
         left = [
             [None if v is None else f(v) for (f, _), v in zip(converters, row, strict=True)] for row in cur.fetchall()
         ]
-    columns = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(c.target.name))
-        if c.target.data_type in ("json", "jsonb")
-        else sql.Identifier(c.target.name)
-        for c in plan.columns
-    )
+    columns = target_select(plan)
     texts = [c for c in plan.columns if c.target.data_type in ("text", "character varying", "character")]
     with ctx.postgres.connect(ctx.target_database) as conn:
         rows = conn.execute(

@@ -25,10 +25,9 @@ class MySQLResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(
-        self, database: str | None = None, *, streaming: bool = False, raw: bool = False, local_infile: bool = False
+        self, database: str | None = None, *, raw: bool = False, local_infile: bool = False
     ) -> Iterator[pymysql.connections.Connection]:
-        """Hand out one connection. `streaming`: unbuffered dict rows, bounded memory. `raw`:
-        unbuffered tuples of values exactly as MySQL sends them (text as str, binary as bytes,
+        """Hand out one connection, dict rows. `raw`: unbuffered tuples of values exactly as MySQL sends them (text as str, binary as bytes,
         numbers and dates as their MySQL text), for the export."""
         # caching_sha2_password (MySQL 8's default) works through PyMySQL + cryptography, so no
         # user has to be downgraded to mysql_native_password as the seed once advised.
@@ -39,13 +38,7 @@ class MySQLResource(dg.ConfigurableResource):
             password=self.password,
             database=database,
             charset="utf8mb4",
-            cursorclass=(
-                pymysql.cursors.SSCursor
-                if raw
-                else pymysql.cursors.SSDictCursor
-                if streaming
-                else pymysql.cursors.DictCursor
-            ),
+            cursorclass=pymysql.cursors.SSCursor if raw else pymysql.cursors.DictCursor,
             # raw: no conversion, so doubles, decimals and dates keep MySQL's exact text
             conv={} if raw else None,
             autocommit=True,
