@@ -180,10 +180,10 @@ def run_pair(
     if problems := null_violations(mysql, pair, [plans[t] for t in order if "csv" in selected[t]]):
         raise ContractError(problems)
 
-    folder = run_folder(settings, context.run_id, pair)
+    folder = run_folder(settings, context.run.run_id, pair)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         database=pair.name,
         source=f"{mysql.describe()}/{pair.source_database}",
         target=f"{postgres.describe()}/{pair.target_database}",

@@ -1,8 +1,10 @@
 """Staging: DuckDB reads each CSV file with declared types, validates every value against its
 cast rule and writes the load-ready CSV file that PostgreSQL's COPY reads.
 
-Both the raw table (as read) and the staged table (as loaded) stay in the run's DuckDB file,
-and the load-ready file beside it, for inspection.
+One streaming pass (read, validate, cast, write), in DuckDB's threads and bounded memory: a
+value that fails its rule raises inside the pass. Only then is the file read into a table, to
+find and name the first bad row. The run's DuckDB file keeps `raw.T` (the CSV file as read)
+and `staged.T` (the load-ready file) as views, for inspection at no cost.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from alkemio_assets.errors import MigrationDataError
-from alkemio_assets.plan import TablePlan
+from alkemio_assets.plan import ColumnPlan, TablePlan
 
 # Target types whose text must be quoted in the load-ready file: an unquoted `\.` line would be
 # COPY's end-of-data marker, and quoting keeps "" (empty) apart from NULL in any case.
@@ -48,50 +52,89 @@ def prepare(duck: Any) -> None:
 MIN_LINE = 2_000_000  # DuckDB's default max_line_size
 
 
+def _reader(plan: TablePlan, csv_path: Path, longest_record: int) -> str:
+    line = max(longest_record + 2, MIN_LINE)
+    columns = "{" + ", ".join(f"{_literal(c.target.name)}: {_literal(c.read_as)}" for c in plan.columns) + "}"
+    return (
+        f"read_csv({_literal(str(csv_path))}, header = true, auto_detect = false, columns = {columns}, delim = ',', "
+        f"quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, strict_mode = true, "
+        f"max_line_size = {line}, buffer_size = {4 * line})"
+    )
+
+
+def _checks(plan: TablePlan) -> list[tuple[ColumnPlan, str]]:
+    """(column, predicate true for a non-NULL value its rule refuses), for the columns that have one."""
+    return [
+        (c, f"({_quote(c.target.name)} IS NOT NULL AND ({predicate}))")
+        for c in plan.columns
+        if (predicate := c.invalid(_quote(c.target.name)))
+    ]
+
+
+def _first_invalid(duck: Any, plan: TablePlan, reader: str) -> MigrationDataError | None:
+    """The first row (in file order) with a value its rule refuses, named; None if there is none."""
+    checks = _checks(plan)
+    if not checks:
+        return None
+    raw = f"raw.{_quote(plan.name)}"
+    duck.execute(f"CREATE OR REPLACE TABLE {raw} AS SELECT * FROM {reader}")
+    flags = ", ".join(f"{predicate} AS f{i}" for i, (_, predicate) in enumerate(checks))
+    found = duck.execute(
+        f"SELECT rowid, {flags} FROM {raw} WHERE {' OR '.join(p for _, p in checks)} ORDER BY rowid LIMIT 1"
+    ).fetchone()
+    if found is None:
+        return None
+    rowid, *hits = found
+    column = next(c for (c, _), hit in zip(checks, hits, strict=True) if hit)
+    (value,) = duck.execute(f"SELECT {_quote(column.target.name)} FROM {raw} WHERE rowid = ?", [rowid]).fetchone()
+    return MigrationDataError(
+        plan.database,
+        plan.name,
+        rowid + 1,
+        column.name,
+        value,
+        f"{column.reason()} (rule {column.rule.name}: MySQL {column.source.column_type} -> "
+        f"PostgreSQL {column.target.type_name})",
+    )
+
+
 def stage_table(
     duck: Any, plan: TablePlan, csv_path: Path, staged_path: Path, longest_record: int = MIN_LINE
 ) -> StageResult:
     """Read, validate and transform one table; raise MigrationDataError at the first bad value."""
     raw, staged = f"raw.{_quote(plan.name)}", f"staged.{_quote(plan.name)}"
-    line = max(longest_record + 2, MIN_LINE)
-    columns = "{" + ", ".join(f"{_literal(c.target.name)}: {_literal(c.read_as)}" for c in plan.columns) + "}"
-    duck.execute(
-        f"CREATE OR REPLACE TABLE {raw} AS SELECT * FROM read_csv({_literal(str(csv_path))}, header = true, "
-        f"auto_detect = false, columns = {columns}, delim = ',', quote = '\"', escape = '\"', nullstr = '', "
-        f"allow_quoted_nulls = false, strict_mode = true, max_line_size = {line}, buffer_size = {4 * line})"
-    )
-    checks = [
-        (c, f"({_quote(c.target.name)} IS NOT NULL AND ({predicate}))")
+    reader = _reader(plan, csv_path, longest_record)
+    refused = {c.name: predicate for c, predicate in _checks(plan)}
+    select = ", ".join(
+        (
+            f"CASE WHEN {refused[c.name]} THEN error({_literal('refused: ' + c.name)}) "
+            f"ELSE {c.transform(_quote(c.target.name))} END"
+            if c.name in refused
+            else c.transform(_quote(c.target.name))
+        )
+        + f" AS {_quote(c.target.name)}"
         for c in plan.columns
-        if (predicate := c.invalid(_quote(c.target.name)))
-    ]
-    if checks:
-        flags = ", ".join(f"{predicate} AS f{i}" for i, (_, predicate) in enumerate(checks))
-        found = duck.execute(
-            f"SELECT rowid, {flags} FROM {raw} WHERE {' OR '.join(p for _, p in checks)} ORDER BY rowid LIMIT 1"
-        ).fetchone()
-        if found is not None:
-            rowid, *hits = found
-            column = next(c for (c, _), hit in zip(checks, hits, strict=True) if hit)
-            (value,) = duck.execute(
-                f"SELECT {_quote(column.target.name)} FROM {raw} WHERE rowid = ?", [rowid]
-            ).fetchone()
-            raise MigrationDataError(
-                plan.database,
-                plan.name,
-                rowid + 1,
-                column.name,
-                value,
-                f"{column.reason()} (rule {column.rule.name}: MySQL {column.source.column_type} -> "
-                f"PostgreSQL {column.target.type_name})",
-            )
-    select = ", ".join(f"{c.transform(_quote(c.target.name))} AS {_quote(c.target.name)}" for c in plan.columns)
-    duck.execute(f"CREATE OR REPLACE TABLE {staged} AS SELECT {select} FROM {raw} ORDER BY rowid")
+    )
     quoted = ", ".join(_quote(c.target.name) for c in plan.columns if c.target.data_type not in _UNQUOTED_TYPES)
     staged_path.parent.mkdir(parents=True, exist_ok=True)
     options = "FORMAT csv, HEADER true, QUOTE '\"', ESCAPE '\"', NULLSTR ''" + (
         f", FORCE_QUOTE ({quoted})" if quoted else ""
     )
-    duck.execute(f"COPY {staged} TO {_literal(str(staged_path))} ({options})")
-    (rows,) = duck.execute(f"SELECT count(*) FROM {staged}").fetchone()
-    return StageResult(rows, staged_path, raw, staged)
+    partial = staged_path.with_suffix(".csv.part")
+    try:
+        (rows,) = duck.execute(
+            f"COPY (SELECT {select} FROM {reader}) TO {_literal(str(partial))} ({options})"
+        ).fetchone()
+    except duckdb.Error:
+        partial.unlink(missing_ok=True)
+        # a refused value, or a cast that failed on one: find and name the first bad row
+        if (error := _first_invalid(duck, plan, reader)) is not None:
+            raise error from None
+        raise
+    partial.replace(staged_path)
+    duck.execute(f"CREATE OR REPLACE VIEW {raw} AS SELECT * FROM {reader}")
+    duck.execute(
+        f"CREATE OR REPLACE VIEW {staged} AS SELECT * FROM read_csv({_literal(str(staged_path))}, header = true, "
+        f"all_varchar = true, nullstr = '', max_line_size = {max(longest_record + 2, MIN_LINE)})"
+    )
+    return StageResult(int(rows), staged_path, raw, staged)

@@ -86,7 +86,7 @@ def verified_asset(
         ctx = DatabaseCheckContext(pair, settings, mysql, postgres, key)
         selected = {c.name for c in context.selected_asset_check_keys}
         results = [fn(ctx) for name, (fn, _, _) in chosen.items() if name in selected]
-        folder = settings.workdir / "runs" / context.run_id / pair.name
+        folder = settings.workdir / "runs" / context.run.run_id / pair.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / VERIFICATION).write_text(
             json.dumps({r.check_name: {"passed": r.passed, "severity": r.severity.value} for r in results}, indent=1)
@@ -191,7 +191,7 @@ def report_assets(settings: Settings, upstream: list[dg.AssetKey]) -> list[dg.As
     )
     def report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Gather the run's checks into the migration report; refuse a run whose ERROR checks failed."""
-        folder = _run_folder(settings, context.run_id)
+        folder = _run_folder(settings, context.run.run_id)
         databases = gather(folder)
         (folder / "report.json").write_text(json.dumps(databases, indent=1, sort_keys=True) + "\n")
         (folder / "report.md").write_text(render(databases, folder.name))
@@ -213,7 +213,7 @@ def report_assets(settings: Settings, upstream: list[dg.AssetKey]) -> list[dg.As
     )
     def cutover(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Write the settings the applications switch to; the password stays a variable reference."""
-        folder = _run_folder(settings, context.run_id)
+        folder = _run_folder(settings, context.run.run_id)
         target = settings.target
         lines = [
             "# Alkemio and Kratos on PostgreSQL (seed: 'Update application configuration').",

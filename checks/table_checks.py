@@ -18,9 +18,16 @@ from alkemio_assets.sql import first, mysql_ident
 from checks import check_result
 from checks.fingerprint import (
     BUCKETS,
+    Fingerprint,
     canonical,
     differing_keys,
     fingerprint,
+    in_sql,
+    mysql_fingerprint,
+    mysql_row_digests,
+    postgres_fingerprint,
+    postgres_row_digests,
+    rows_in,
     source_rows,
     target_rows,
     target_select,
@@ -68,22 +75,53 @@ def row_count(ctx: TableCheckContext) -> dg.AssetCheckResult:
     )
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One server's side of the content comparison."""
+
+    fingerprint: Callable[[], Fingerprint]
+    rows: Callable[[set[int]], dict[str, str]]  # key -> canonical row (or its digest), in these buckets
+
+
+def _sides(ctx: TableCheckContext) -> tuple[_Side, _Side]:
+    """Hashed by the servers where SQL can write every column's canonical text, else here."""
+    plan, mysql, postgres = ctx.plan, ctx.mysql, ctx.postgres
+    source, target = ctx.source_database, ctx.target_database
+    if in_sql(plan):
+        return (
+            _Side(lambda: mysql_fingerprint(mysql, source, plan), lambda b: mysql_row_digests(mysql, source, plan, b)),
+            _Side(
+                lambda: postgres_fingerprint(postgres, target, plan),
+                lambda b: postgres_row_digests(postgres, target, plan, b),
+            ),
+        )
+    return (
+        _Side(
+            lambda: fingerprint(source_rows(mysql, source, plan)),
+            lambda b: rows_in(source_rows(mysql, source, plan), b),
+        ),
+        _Side(
+            lambda: fingerprint(target_rows(postgres, target, plan)),
+            lambda b: rows_in(target_rows(postgres, target, plan), b),
+        ),
+    )
+
+
 def content_fingerprint(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """Every row, canonicalised on both sides: an order-independent fingerprint; on a mismatch
     the keys of the differing rows."""
-
-    def source():
-        return source_rows(ctx.mysql, ctx.source_database, ctx.plan)
-
-    def target():
-        return target_rows(ctx.postgres, ctx.target_database, ctx.plan)
-
-    left, right = fingerprint(source()), fingerprint(target())
+    source, target = _sides(ctx)
+    left, right = source.fingerprint(), target.fingerprint()
     passed = left.rows == right.rows and left.total == right.total
-    metadata: dict = {"mysql": left.hex(), "postgres": right.hex(), "rows_compared": left.rows}
+    metadata: dict = {
+        "mysql": left.hex(),
+        "postgres": right.hex(),
+        "rows_compared": left.rows,
+        "hashed_by": "the servers (SQL)" if in_sql(ctx.plan) else "this process (Python)",
+    }
     if not passed:
         buckets = {i for i in range(BUCKETS) if left.buckets[i] != right.buckets[i]}
-        metadata["differing_keys"] = dg.MetadataValue.json(differing_keys(source, target, buckets))
+        metadata["differing_keys"] = dg.MetadataValue.json(differing_keys(source.rows(buckets), target.rows(buckets)))
     return _result(ctx, "content_fingerprint", passed, ERROR, **metadata)
 
 
@@ -206,7 +244,7 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
         left = [
             [None if v is None else f(v) for (f, _), v in zip(converters, row, strict=True)] for row in cur.fetchall()
         ]
-    columns = target_select(plan)
+    columns = target_select(plan.columns)
     texts = [c for c in plan.columns if c.target.data_type in ("text", "character varying", "character")]
     with ctx.postgres.connect(ctx.target_database) as conn:
         rows = conn.execute(

@@ -281,3 +281,58 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "alkemio/postgres/visual" in materialized
     assert "migration/report" not in materialized and "migration/cutover" not in materialized
+
+
+@pytest.mark.parametrize(
+    ("mysql_table", "pg_table", "hashed_by"),
+    [
+        # no primary key, a JSON and a double column: rows are their own keys, hashed in Python
+        (
+            "CREATE TABLE t (n int NOT NULL, doc json NULL, x double NULL)",
+            "CREATE TABLE t (n integer NOT NULL, doc jsonb NULL, x double precision NULL)",
+            "this process (Python)",
+        ),
+        # every column writable in SQL: each server hashes its own rows
+        (
+            "CREATE TABLE t (n int NOT NULL PRIMARY KEY, doc text NULL, x decimal(10,3) NULL)",
+            "CREATE TABLE t (n integer NOT NULL PRIMARY KEY, doc text NULL, x numeric(10,3) NULL)",
+            "the servers (SQL)",
+        ),
+    ],
+)
+def test_content_fingerprint_both_ways(
+    mysql: MySQLResource, postgres: PostgresResource, unique_name: str, mysql_table, pg_table, hashed_by
+):
+    from alkemio_assets.catalog import read_mysql_catalog
+    from alkemio_assets.plan import plan_table
+    from alkemio_assets.target import read_pg_catalog
+    from checks.table_checks import TableCheckContext, content_fingerprint
+
+    db = f"{unique_name}_fp"
+    rows = [(1, '{"b": 1.50, "a": [1, 2]}', "2.5"), (2, None, None), (3, '{"a": "x"}', "-0.125")]
+    mysql.create_database(db)
+    postgres.create_database(db)
+    try:
+        mysql.execute_script(db, [mysql_table])
+        postgres.execute_script(db, pg_table)
+        with mysql.connect(db) as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
+            source = read_mysql_catalog(conn, db).table("t")
+        with postgres.connect(db) as conn:
+            # the target's own forms: jsonb reorders keys and keeps 1.50; numeric pads the scale
+            conn.cursor().executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
+            target = read_pg_catalog(conn, db).table("t")
+        plan = plan_table(db, source, target, {}, [])
+        assert plan is not None
+        ctx = TableCheckContext(plan, db, db, mysql, postgres, dg.AssetKey(["db", "postgres", "t"]))
+        same = content_fingerprint(ctx)
+        assert same.passed and meta(same, "rows_compared") == 3 and meta(same, "hashed_by") == hashed_by
+        target_sql(postgres, db, "UPDATE t SET x = x + 1 WHERE n = 3")
+        changed = content_fingerprint(ctx)
+        assert not changed.passed
+        assert len(meta(changed, "differing_keys")) == (
+            1 if "SQL" in hashed_by else 2
+        )  # a row that is its key: old and new
+    finally:
+        mysql.drop_database(db)
+        postgres.drop_database(db)
