@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import dagster as dg
 
 from alkemio_assets.assets import build_pair_definitions
-from alkemio_assets.settings import Settings, load_settings
+from alkemio_assets.settings import Settings, SettingsError, load_settings
 from alkemio_assets.verification import CUTOVER_KEY, REPORT_KEY, report_assets, verified_key
 from resources import MySQLResource, PostgresResource
 
@@ -76,7 +79,28 @@ EXECUTOR = dg.multiprocess_executor.configured(
 )
 
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+def _kubernetes() -> dg.ExecutorDefinition:
+    # each step a Kubernetes Job; configured by run config (examples/kubernetes/run_config.yaml)
+    from dagster_k8s import k8s_job_executor  # the optional extra [kubernetes]
+
+    return k8s_job_executor
+
+
+# MIGRATION_EXECUTOR chooses the engine; the definitions are the same on one machine and on a cluster
+EXECUTORS: dict[str, Callable[[], dg.ExecutorDefinition]] = {
+    "multiprocess": lambda: EXECUTOR,
+    "kubernetes": _kubernetes,
+}
+
+
+def executor(name: str | None = None) -> dg.ExecutorDefinition:
+    name = name or os.environ.get("MIGRATION_EXECUTOR") or "multiprocess"
+    if name not in EXECUTORS:
+        raise SettingsError(f"MIGRATION_EXECUTOR={name!r}: choose one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]()
+
+
+def build_definitions(settings: Settings | None = None, engine: str | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     pairs = {pair.name: build_pair_definitions(pair, settings) for pair in settings.pairs}
     keys = {k for d in pairs.values() for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
@@ -85,7 +109,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions.merge(
         *pairs.values(),
         report,
-        dg.Definitions(resources=build_resources(settings), jobs=build_jobs(pairs, bool(verified)), executor=EXECUTOR),
+        dg.Definitions(
+            resources=build_resources(settings), jobs=build_jobs(pairs, bool(verified)), executor=executor(engine)
+        ),
     )
 
 

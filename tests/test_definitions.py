@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from conftest import migration_settings, run_job
 
 from alkemio_assets.catalog_assets import catalog_asset
 from alkemio_assets.settings import REPO_ROOT, DatabasePair, Settings
@@ -113,3 +114,49 @@ def test_a_run_on_the_postgres_instance_refreshes_the_catalog(
         assert snapshot.described.startswith("mysql://root@") and "postgresql://postgres@" in snapshot.described
     finally:
         postgres.drop_database(storage_db)
+
+
+def test_the_kubernetes_example_loads_with_the_definitions(
+    monkeypatch, source_databases, target_databases, tmp_path: Path, instance
+):
+    """examples/kubernetes: the instance file is valid for K8sRunLauncher and the run config for
+    k8s_job_executor on the same definitions, without a cluster (nothing is launched)."""
+    from dagster._config import process_config, resolve_to_config_type
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster_k8s import K8sRunLauncher, k8s_job_executor
+
+    from alkemio_assets.definitions import build_definitions
+
+    settings = migration_settings(source_databases, str(tmp_path))
+    assert run_job(settings, instance, "refresh_catalog").success  # the snapshots the table assets need
+    example = REPO_ROOT / "examples" / "kubernetes"
+    for name in ("MIGRATION_IMAGE", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "5432" if name.endswith("PORT") else "example")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "from-a-kubernetes-secret")
+    instance, _ = dagster_instance_config(str(example))
+    launcher = instance["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_k8s.launcher", "K8sRunLauncher")
+    # as the instance checks a configurable class's config when it builds it (env values resolved)
+    checked = process_config(resolve_to_config_type(K8sRunLauncher.config_type()), launcher["config"])
+    assert checked.success, checked.errors
+    assert checked.value["job_image"] == "example"
+    # the password is a reference to a variable that a Kubernetes Secret fills, never a value
+    assert instance["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+
+    defs = build_definitions(settings, engine="kubernetes")
+    run_config = yaml.safe_load((example / "run_config.yaml").read_text())
+    for job_name in ("migrate_all", "migrate_alkemio", "migrate_kratos"):
+        job = defs.resolve_job_def(job_name)
+        assert job.executor_def is k8s_job_executor
+        dg.validate_run_config(job, run_config)  # raises DagsterInvalidConfigError when it does not fit
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(defs.resolve_job_def("migrate_all"), {"execution": {"config": {"max_concurent": 4}}})
+
+
+def test_an_unknown_engine_is_refused(tmp_path: Path):
+    from alkemio_assets.definitions import build_definitions
+    from alkemio_assets.settings import SettingsError
+
+    settings = migration_settings({"alkemio": "unused", "kratos": "unused"}, str(tmp_path))
+    with pytest.raises(SettingsError, match=r"MIGRATION_EXECUTOR='spark'.*multiprocess, kubernetes"):
+        build_definitions(settings, engine="spark")
