@@ -4,13 +4,15 @@ same generated data, the same servers, in one run.
     .venv/bin/python -m bench.run --scale 0.1        # or scripts/bench 0.1
 
 For each contender, a fresh copy of the baseline target schema; wall seconds, rows/s, MB/s
-(of CSV data moved) and peak RSS (the process tree, from wait4); printed as a table and written
-to bench/results/scale-S.json. Sling is not measured yet (see README).
+(of CSV data moved) and peak memory (the whole process tree, sampled from /proc every 0.1 s:
+the sum of PSS over every process alive at that moment, Dagster's step processes included);
+printed as a table and written to bench/results/scale-S.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -18,28 +20,33 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from alkemio_assets.catalog import read_mysql_catalog
+from alkemio_assets.plan import plan_tables
 from alkemio_assets.settings import REPO_ROOT, load_settings
-from alkemio_assets.sql import mysql_ident, pg_ident
+from alkemio_assets.sql import first, mysql_ident, pg_ident
+from alkemio_assets.target import read_pg_catalog
 from fixtures import FIXTURE_DATABASES, apply_source_schema, apply_target_schema
 from fixtures.generator import generate
 from resources import MySQLResource, PostgresResource
 
 RESULTS = REPO_ROOT / "bench" / "results"
+TIMEOUT = 1200.0  # seconds for any one command (--timeout)
 PGLOADER_TEMPLATE = REPO_ROOT / "bench" / "pgloader.load"
-# pgloader cannot honour these: the target's migrations fill them (it would duplicate the rows)
 # enum columns go as text into the baseline's enum and varchar columns
 PGLOADER_CASTS = {
     "alkemio": ["column notification.state to text drop typemod", "column space.visibility to text drop typemod"],
 }
-PGLOADER_SKIPS = {
+# The other tools cannot honour these: the target's migrations fill them (they would duplicate the rows)
+SEEDED_SKIPS = {
     "kratos": ["identity_credential_types", "schema_migration"],
     "alkemio": ["migrations_typeorm", "query-result-cache"],
 }
@@ -51,7 +58,7 @@ class Measure:
     seconds: float
     rows: int
     megabytes: float
-    peak_rss_mb: float
+    peak_memory_mb: float
     note: str = ""
 
     @property
@@ -63,18 +70,82 @@ class Measure:
         return self.megabytes / self.seconds if self.seconds else 0.0
 
 
+def _proportional_kb(pid: int, resident_pages: int) -> int:
+    """PSS: pages shared between processes (a forkserver's children share its imports) counted
+    once across them, so that a tree's sum is its real footprint; RSS where PSS is unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _tree_memory_mb(root: int) -> float:
+    """Memory of `root` and all its descendants now, from /proc (MB, PSS)."""
+    children: dict[int, list[int]] = {}
+    resident: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        resident[pid] = int(fields[21])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in resident:
+            total += _proportional_kb(pid, resident[pid])
+        todo += children.get(pid, [])
+    return total / 1024
+
+
+class TreeMemory:
+    """Peak of the summed memory (PSS) of a process tree, sampled while it runs."""
+
+    def __init__(self, root: int, every: float = 0.1):
+        self.root, self.every, self.peak = root, every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, _tree_memory_mb(self.root))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
 def run(
     command: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None
 ) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a command and everything it waited for."""
+    """Wall seconds and peak memory (MB) of a command and its whole process tree; a command that
+    hangs (Sling does, after some COPY errors) is killed after TIMEOUT seconds."""
     started = time.monotonic()
     with open(log or os.devnull, "w") as out:
         process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        memory = TreeMemory(process.pid)
+        watchdog = threading.Timer(TIMEOUT, process.kill)
+        watchdog.start()
         _, status, usage = os.wait4(process.pid, 0)
+        watchdog.cancel()
+        peak = memory.stop()
     seconds = time.monotonic() - started
+    if seconds >= TIMEOUT:
+        raise RuntimeError(f"{command[0]} still running after {TIMEOUT} s, killed; log: {log}")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command[0]} failed ({status}); log: {log}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, peak or usage.ru_maxrss / 1024  # a command shorter than one sample: its own RSS
 
 
 def fresh_targets(postgres: PostgresResource, prefix: str) -> dict[str, str]:
@@ -106,7 +177,7 @@ def source_databases(mysql: MySQLResource, scale: float, regenerate: bool) -> di
 
 
 def table_sizes(mysql: MySQLResource, names: dict[str, str]) -> tuple[int, float]:
-    rows = size = 0
+    rows, size = 0, 0.0
     with mysql.connect() as conn, conn.cursor() as cur:
         for database in names.values():
             for table in read_mysql_catalog(conn, database).tables:
@@ -175,7 +246,7 @@ def pgloader(
     total, peak = 0.0, 0.0
     for name in FIXTURE_DATABASES:
         source, target = settings.source, settings.target
-        skips = ", ".join(f"'{t}'" for t in PGLOADER_SKIPS[name])
+        skips = ", ".join(f"'{t}'" for t in SEEDED_SKIPS[name])
         body = template.format(
             source=f"mysql://{source.user}@{source.host}:{source.port}/{sources[name]}",
             target=f"postgresql://{target.user}@{target.host}:{target.port}/{targets[name]}",
@@ -189,6 +260,34 @@ def pgloader(
         total += seconds
         peak = max(peak, rss)
     # pgloader was told not to touch sequences (its reset fails on quoted identifiers): ours, timed
+    total += set_sequences(settings, targets)
+    return Measure(
+        "pgloader (data only, 4 workers)",
+        total,
+        rows,
+        megabytes,
+        peak,
+        "FKs re-created by pgloader; sequences set after",
+    )
+
+
+def loaded_rows(postgres: PostgresResource, targets: dict[str, str]) -> int:
+    """Rows a contender left in its targets, excluding the tables the target's migrations fill."""
+    rows = 0
+    for name, database in targets.items():
+        with postgres.connect(database) as conn:
+            tables = conn.execute(
+                "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            ).fetchall()
+            for (table,) in tables:
+                if table not in SEEDED_SKIPS[name]:
+                    rows += first(conn.execute(f"SELECT count(*) FROM {pg_ident(table).as_string(None)}"))
+    return rows
+
+
+def set_sequences(settings, targets: dict[str, str]) -> float:
+    """Every serial column's sequence past the loaded maximum, as our load does; seconds taken."""
     started = time.monotonic()
     postgres = PostgresResource(
         host=settings.target.host,
@@ -206,25 +305,142 @@ def pgloader(
                     AND pg_get_serial_sequence(format('%I', c.relname), a.attname) IS NOT NULL LOOP
                   EXECUTE format('SELECT setval(%L, COALESCE((SELECT max(%I) FROM %I), 0) + 1, false)', r.s, r.col, r.t);
                 END LOOP; END $$""")
-    total += time.monotonic() - started
+    return time.monotonic() - started
+
+
+# rule -> the MySQL expression Sling reads instead of the column
+SLING_EXPRESSIONS = {
+    "bytea": "CONCAT(CHAR(92 USING utf8mb4), 'x', LOWER(HEX({c})))",
+    "base64": "REPLACE(TO_BASE64({c}), CHAR(10), '')",
+}
+
+
+def sling_binary() -> str:
+    """SLING_BINARY, else the binary the PyPI package sling-linux-amd64 ships (the `sling`
+    wrapper package would try to download one)."""
+    if configured := os.environ.get("SLING_BINARY"):
+        return configured
+    spec = importlib.util.find_spec("sling_linux_amd64")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("Sling is not installed: pip install -c constraints.txt -e '.[bench]' or set SLING_BINARY")
+    binary = Path(spec.origin).parent / "bin" / "sling-linux-amd64"
+    binary.chmod(0o755)
+    return str(binary)
+
+
+def sling_streams(mysql: MySQLResource, postgres: PostgresResource, source: str, target: str, name: str) -> dict:
+    """One stream per table, planned by our own catalog: casts where Sling's defaults lose values."""
+    settings = load_settings()
+    pair = next(p for p in settings.pairs if p.name == name)
+    with mysql.connect() as conn:
+        catalog = read_mysql_catalog(conn, source)
+    with postgres.connect(target) as conn:
+        plans, _ = plan_tables(pair, catalog, read_pg_catalog(conn, target))
+    streams: dict[str, dict] = {}
+    for table, plan in plans.items():
+        if table in SEEDED_SKIPS[name]:
+            continue
+        stream: dict = {"object": f'public."{table}"', "update_key": plan.columns[0].name}
+        # Sling sends bytes as text (PostgreSQL refuses them as UTF-8, and Sling then hangs):
+        # MySQL writes them as bytea hex or, for the base64 override, as base64
+        if any(c.rule.name in SLING_EXPRESSIONS for c in plan.columns):
+            select = ", ".join(
+                SLING_EXPRESSIONS.get(c.rule.name, "{c}").format(c=mysql_ident(c.name)) + f" AS {mysql_ident(c.name)}"
+                for c in plan.columns
+            )
+            # custom SQL in incremental mode must carry Sling's placeholder (true on an empty target)
+            table_sql = f"{mysql_ident(source)}.{mysql_ident(table)}"
+            streams[f"SELECT {select} FROM {table_sql} WHERE {{incremental_where_cond}}"] = stream
+        else:
+            streams[f"{source}.{mysql_ident(table)}" if "-" in table else f"{source}.{table}"] = stream
+    return streams
+
+
+def halves(streams: dict[str, dict], sizes: dict[str, float]) -> list[dict[str, dict]]:
+    """Two lists of streams of about equal size, largest first."""
+    parts: list[dict[str, dict]] = [{}, {}]
+    loads = [0.0, 0.0]
+    for key, stream in sorted(streams.items(), key=lambda kv: -sizes.get(kv[1]["object"], 0.0)):
+        i = loads.index(min(loads))
+        parts[i][key] = stream
+        loads[i] += sizes.get(stream["object"], 0.0)
+    return parts
+
+
+def sling(
+    sources: dict[str, str], targets: dict[str, str], logs: Path, rows: int, megabytes: float, settings
+) -> Measure:
+    """Sling's fairest setup on a schema-first target: incremental mode with an update key into
+    empty tables (append), direct insert (no temp table), FK triggers off through the URL
+    (session_replication_role=replica), casts for bytes, column names as in the source, two
+    processes over balanced table lists, sequences set afterwards."""
+    s, t = settings.source, settings.target
+    mysql = MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password())
+    postgres = PostgresResource(host=t.host, port=t.port, user=t.user, password=t.password())
+    binary = sling_binary()
+    total = peak = 0.0
+    for name in FIXTURE_DATABASES:
+        source, target = sources[name], targets[name]
+        with mysql.connect() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT TABLE_NAME AS t, DATA_LENGTH AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                (source,),
+            )
+            sizes = {f'public."{r["t"]}"': float(r["n"] or 0) for r in cur.fetchall()}
+        streams = sling_streams(mysql, postgres, source, target, name)
+        # connections travel in the environment, never in the arguments
+        env = {
+            **os.environ,
+            "SLING_HOME_DIR": str(logs / "sling-home"),
+            "SLING_DIRECT_INSERT": "true",
+            "MYSQL_SOURCE": f"mysql://{quote(s.user)}:{quote(s.password(), safe='')}@{s.host}:{s.port}/{source}",
+            "PG_TARGET": f"postgresql://{quote(t.user)}:{quote(t.password(), safe='')}@{t.host}:{t.port}/{target}"
+            "?sslmode=disable&session_replication_role=replica",
+        }
+        commands = []
+        for i, part in enumerate(halves(streams, sizes)):
+            replication = logs / f"sling-{name}-{i}.json"
+            replication.write_text(
+                json.dumps(
+                    {
+                        "source": "MYSQL_SOURCE",
+                        "target": "PG_TARGET",
+                        "defaults": {
+                            "mode": "incremental",
+                            "target_options": {"column_casing": "source", "add_new_columns": False},
+                        },
+                        "streams": part,
+                    },
+                    indent=1,
+                )
+            )
+            commands.append([binary, "run", "-r", str(replication)])
+        seconds, rss = run_parallel(commands, 2, logs / f"sling-{name}.log", env)
+        total += seconds
+        peak = max(peak, rss)
+    total += set_sequences(settings, targets)
     return Measure(
-        "pgloader (data only, 4 workers)",
+        "Sling (append, direct insert, 2 processes)",
         total,
         rows,
         megabytes,
         peak,
-        "FKs re-created by pgloader; sequences set after",
+        f"sling {subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.split()[-1]}; "
+        "sequences set after",
     )
 
 
-def run_parallel(commands: list[list[str]], workers: int, log: Path) -> tuple[float, float]:
-    """Wall seconds for all commands, `workers` at a time, and the largest peak RSS (MB)."""
+def run_parallel(
+    commands: list[list[str]], workers: int, log: Path, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Wall seconds for all commands, `workers` at a time, and the sum of their peak memory (MB):
+    an upper bound of what ran at once."""
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         peaks = list(
-            pool.map(lambda c: run(c, None, log.with_name(f"{log.stem}-{abs(hash(tuple(c)))}.log"))[1], commands)
+            pool.map(lambda ic: run(ic[1], env, log.with_name(f"{log.stem}-{ic[0]}.log"))[1], enumerate(commands))
         )
-    return time.monotonic() - started, max(peaks, default=0.0)
+    return time.monotonic() - started, sum(sorted(peaks)[-workers:])
 
 
 def physical_limit(
@@ -313,10 +529,13 @@ def physical_limit(
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TIMEOUT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--regenerate", action="store_true", help="generate the source again even if present")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds before a hung command is killed")
     args = parser.parse_args(argv)
+    TIMEOUT = args.timeout
     settings = load_settings()
     s, t = settings.source, settings.target
     mysql = MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password())
@@ -331,9 +550,15 @@ def main(argv: list[str] | None = None) -> int:
 
     migration, total, phases = ours(sources, fresh_targets(postgres, "bench_ours"), work, logs)
     contenders = [migration, total]
-    contenders.append(
-        pgloader(sources, fresh_targets(postgres, "bench_pgl"), logs, migration.rows, migration.megabytes, settings)
-    )
+    tools = {"bench_pgl": pgloader, "bench_sling": sling}
+    for prefix, tool in tools.items():
+        targets = fresh_targets(postgres, prefix)
+        measure = tool(sources, targets, logs, migration.rows, migration.megabytes, settings)
+        # the same rows, or the comparison says so
+        if (moved := loaded_rows(postgres, targets)) != migration.rows:
+            measure.note += f"; MOVED {moved} ROWS, ours {migration.rows}"
+        contenders.append(measure)
+    pgl, sl = contenders[-2:]
     staged = sorted(work.glob("runs/*/*/staged/*.csv"))
     read, copy = physical_limit(
         sources, staged, fresh_targets(postgres, "bench_limit"), migration.rows, migration.megabytes, settings, logs
@@ -343,23 +568,25 @@ def main(argv: list[str] | None = None) -> int:
         read.seconds + copy.seconds,
         migration.rows,
         migration.megabytes,
-        max(read.peak_rss_mb, copy.peak_rss_mb),
+        max(read.peak_memory_mb, copy.peak_memory_mb),
     )
     contenders += [read, copy, limit]
 
     print(
         f"\nscale {args.scale}: {rows} source rows, {source_mb:.0f} MB of MySQL data+indexes, {migration.megabytes:.0f} MB of CSV\n"
     )
-    print(f"| {'contender':<42} | {'wall s':>8} | {'rows/s':>9} | {'MB/s':>6} | {'peak RSS MB':>11} |")
-    print(f"|{'-' * 44}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 13}|")
+    print(f"| {'contender':<42} | {'wall s':>8} | {'rows/s':>9} | {'MB/s':>6} | {'peak MB (PSS)':>13} |")
+    print(f"|{'-' * 44}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 15}|")
     for m in contenders:
         print(
-            f"| {m.name:<42} | {m.seconds:>8.1f} | {m.rows_per_second:>9.0f} | {m.mb_per_second:>6.1f} | {m.peak_rss_mb:>11.0f} |"
+            f"| {m.name:<42} | {m.seconds:>8.1f} | {m.rows_per_second:>9.0f} | {m.mb_per_second:>6.1f} | {m.peak_memory_mb:>13.0f} |"
         )
-    pgl = contenders[2]
+    best = min(pgl, sl, key=lambda m: m.seconds)
     ratios = {
         "migration / pgloader": round(migration.seconds / pgl.seconds, 2),
-        "end to end / pgloader": round(total.seconds / pgl.seconds, 2),
+        "migration / Sling": round(migration.seconds / sl.seconds, 2),
+        "migration / faster tool": round(migration.seconds / best.seconds, 2),
+        "end to end / faster tool": round(total.seconds / best.seconds, 2),
         "migration / limit": round(migration.seconds / limit.seconds, 2),
         "end to end / limit": round(total.seconds / limit.seconds, 2),
     }
