@@ -19,9 +19,9 @@ from checks import check_result
 from checks.fingerprint import (
     BUCKETS,
     Fingerprint,
+    both_in_processes,
     canonical,
     differing_keys,
-    fingerprint,
     in_sql,
     mysql_fingerprint,
     mysql_row_digests,
@@ -75,53 +75,48 @@ def row_count(ctx: TableCheckContext) -> dg.AssetCheckResult:
     )
 
 
-@dataclass(frozen=True)
-class _Side:
-    """One server's side of the content comparison."""
-
-    fingerprint: Callable[[], Fingerprint]
-    rows: Callable[[set[int]], dict[str, str]]  # key -> canonical row (or its digest), in these buckets
+Rows = Callable[[set[int]], dict[str, str]]  # key -> canonical row (or its digest), in these buckets
 
 
-def _sides(ctx: TableCheckContext) -> tuple[_Side, _Side]:
-    """Hashed by the servers where SQL can write every column's canonical text, else here."""
+def _fingerprints(ctx: TableCheckContext) -> tuple[Fingerprint, Fingerprint]:
+    """Hashed by the servers where SQL can write every column's canonical text, else in two
+    processes of ours (one per side, at once)."""
+    plan, source, target = ctx.plan, ctx.source_database, ctx.target_database
+    if in_sql(plan):
+        return mysql_fingerprint(ctx.mysql, source, plan), postgres_fingerprint(ctx.postgres, target, plan)
+    return both_in_processes(ctx.mysql, source, ctx.postgres, target, plan)
+
+
+def _rows_in(ctx: TableCheckContext) -> tuple[Rows, Rows]:
+    """The second pass, over the differing buckets only."""
     plan, mysql, postgres = ctx.plan, ctx.mysql, ctx.postgres
     source, target = ctx.source_database, ctx.target_database
     if in_sql(plan):
         return (
-            _Side(lambda: mysql_fingerprint(mysql, source, plan), lambda b: mysql_row_digests(mysql, source, plan, b)),
-            _Side(
-                lambda: postgres_fingerprint(postgres, target, plan),
-                lambda b: postgres_row_digests(postgres, target, plan, b),
-            ),
+            lambda b: mysql_row_digests(mysql, source, plan, b),
+            lambda b: postgres_row_digests(postgres, target, plan, b),
         )
     return (
-        _Side(
-            lambda: fingerprint(source_rows(mysql, source, plan)),
-            lambda b: rows_in(source_rows(mysql, source, plan), b),
-        ),
-        _Side(
-            lambda: fingerprint(target_rows(postgres, target, plan)),
-            lambda b: rows_in(target_rows(postgres, target, plan), b),
-        ),
+        lambda b: rows_in(source_rows(mysql, source, plan), b),
+        lambda b: rows_in(target_rows(postgres, target, plan), b),
     )
 
 
 def content_fingerprint(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """Every row, canonicalised on both sides: an order-independent fingerprint; on a mismatch
     the keys of the differing rows."""
-    source, target = _sides(ctx)
-    left, right = source.fingerprint(), target.fingerprint()
+    left, right = _fingerprints(ctx)
     passed = left.rows == right.rows and left.total == right.total
     metadata: dict = {
         "mysql": left.hex(),
         "postgres": right.hex(),
         "rows_compared": left.rows,
-        "hashed_by": "the servers (SQL)" if in_sql(ctx.plan) else "this process (Python)",
+        "hashed_by": "the servers (SQL)" if in_sql(ctx.plan) else "Python, a process per side",
     }
     if not passed:
         buckets = {i for i in range(BUCKETS) if left.buckets[i] != right.buckets[i]}
-        metadata["differing_keys"] = dg.MetadataValue.json(differing_keys(source.rows(buckets), target.rows(buckets)))
+        source, target = _rows_in(ctx)
+        metadata["differing_keys"] = dg.MetadataValue.json(differing_keys(source(buckets), target(buckets)))
     return _result(ctx, "content_fingerprint", passed, ERROR, **metadata)
 
 

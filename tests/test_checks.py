@@ -290,7 +290,7 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
         (
             "CREATE TABLE t (n int NOT NULL, doc json NULL, x double NULL)",
             "CREATE TABLE t (n integer NOT NULL, doc jsonb NULL, x double precision NULL)",
-            "this process (Python)",
+            "Python, a process per side",
         ),
         # every column writable in SQL: each server hashes its own rows
         (
