@@ -243,11 +243,6 @@ def postgres_rows_fingerprint(postgres: PostgresResource, database: str, plan: T
     return fingerprint(target_rows(postgres, database, plan))
 
 
-def _connection(resource: MySQLResource | PostgresResource) -> dict[str, Any]:
-    # a resource does not pickle (Dagster's config schema inside); its connection fields do
-    return {"host": resource.host, "port": resource.port, "user": resource.user, "password": resource.password}
-
-
 def _in_process(side: str, connection: dict[str, Any], database: str, plan: TablePlan) -> Fingerprint:
     if side == "mysql":
         return mysql_rows_fingerprint(MySQLResource(**connection), database, plan)
@@ -263,8 +258,8 @@ def both_in_processes(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["checks.fingerprint"])
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
-        left = pool.submit(_in_process, "mysql", _connection(mysql), source, plan)
-        right = pool.submit(_in_process, "postgres", _connection(postgres), target, plan)
+        left = pool.submit(_in_process, "mysql", mysql.connection_fields(), source, plan)
+        right = pool.submit(_in_process, "postgres", postgres.connection_fields(), target, plan)
         return left.result(), right.result()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import pymysql
@@ -22,6 +23,10 @@ class MySQLResource(dg.ConfigurableResource):
 
     def describe(self) -> str:
         return f"mysql://{self.user}@{self.host}:{self.port}"
+
+    def connection_fields(self) -> dict[str, Any]:
+        """What another process needs to connect (a resource itself does not pickle)."""
+        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}
 
     @contextmanager
     def connect(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -20,6 +21,10 @@ class PostgresResource(dg.ConfigurableResource):
 
     def describe(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}"
+
+    def connection_fields(self) -> dict[str, Any]:
+        """What another process needs to connect (a resource itself does not pickle)."""
+        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}
 
     @contextmanager
     def connect(self, dbname: str = "postgres", *, autocommit: bool = False) -> Iterator[psycopg.Connection]:

@@ -79,6 +79,27 @@ def test_manifest_describes_every_file(migrated, mysql: MySQLResource):
             assert manifest["tables"]["whiteboard"]["overrides"]["whiteboard.content"]["cast"] == "base64"
 
 
+def test_every_index_of_the_target_schema_is_there_after_the_load(
+    migrated, postgres: PostgresResource, unique_name: str
+):
+    """The load builds secondary indexes after the COPY: the same definitions as a fresh schema."""
+    from fixtures import apply_target_schema
+
+    _, databases, _ = migrated
+    query = "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
+    for name, database in databases.items():
+        fresh = f"{unique_name}_fresh_{name}"
+        postgres.create_database(fresh)
+        try:
+            apply_target_schema(postgres, name, fresh)
+            with postgres.connect(fresh) as conn:
+                expected = conn.execute(query).fetchall()
+            with postgres.connect(database) as conn:
+                assert conn.execute(query).fetchall() == expected, name
+        finally:
+            postgres.drop_database(fresh)
+
+
 def test_sequences_are_past_the_loaded_maximum(migrated, postgres: PostgresResource):
     settings, databases, _ = migrated
     with postgres.connect(databases["alkemio"]) as conn:
