@@ -52,8 +52,12 @@ def prepare(duck: Any) -> None:
 MIN_LINE = 2_000_000  # DuckDB's default max_line_size
 
 
+def _line_size(longest_record: int) -> int:
+    return max(longest_record + 2, MIN_LINE)
+
+
 def _reader(plan: TablePlan, csv_path: Path, longest_record: int) -> str:
-    line = max(longest_record + 2, MIN_LINE)
+    line = _line_size(longest_record)
     columns = "{" + ", ".join(f"{_literal(c.target.name)}: {_literal(c.read_as)}" for c in plan.columns) + "}"
     return (
         f"read_csv({_literal(str(csv_path))}, header = true, auto_detect = false, columns = {columns}, delim = ',', "
@@ -135,6 +139,6 @@ def stage_table(
     duck.execute(f"CREATE OR REPLACE VIEW {raw} AS SELECT * FROM {reader}")
     duck.execute(
         f"CREATE OR REPLACE VIEW {staged} AS SELECT * FROM read_csv({_literal(str(staged_path))}, header = true, "
-        f"all_varchar = true, nullstr = '', max_line_size = {max(longest_record + 2, MIN_LINE)})"
+        f"all_varchar = true, nullstr = '', max_line_size = {_line_size(longest_record)})"
     )
     return StageResult(int(rows), staged_path, raw, staged)

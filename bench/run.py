@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from alkemio_assets.catalog import read_mysql_catalog
 from alkemio_assets.plan import plan_tables
-from alkemio_assets.settings import REPO_ROOT, load_settings
+from alkemio_assets.settings import REPO_ROOT, DatabasePair, load_settings
 from alkemio_assets.sql import first, mysql_ident, pg_ident
 from alkemio_assets.target import read_pg_catalog
 from fixtures import FIXTURE_DATABASES, apply_source_schema, apply_target_schema
@@ -148,6 +148,15 @@ def run(
     return seconds, peak or usage.ru_maxrss / 1024  # a command shorter than one sample: its own RSS
 
 
+def servers(settings) -> tuple[MySQLResource, PostgresResource]:
+    """The source and target servers of the settings, as our resources."""
+    s, t = settings.source, settings.target
+    return (
+        MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password()),
+        PostgresResource(host=t.host, port=t.port, user=t.user, password=t.password()),
+    )
+
+
 def fresh_targets(postgres: PostgresResource, prefix: str) -> dict[str, str]:
     names = {name: f"{prefix}_{name}" for name in FIXTURE_DATABASES}
     for name, database in names.items():
@@ -260,7 +269,7 @@ def pgloader(
         total += seconds
         peak = max(peak, rss)
     # pgloader was told not to touch sequences (its reset fails on quoted identifiers): ours, timed
-    total += set_sequences(settings, targets)
+    total += set_sequences(servers(settings)[1], targets)
     return Measure(
         "pgloader (data only, 4 workers)",
         total,
@@ -286,15 +295,9 @@ def loaded_rows(postgres: PostgresResource, targets: dict[str, str]) -> int:
     return rows
 
 
-def set_sequences(settings, targets: dict[str, str]) -> float:
+def set_sequences(postgres: PostgresResource, targets: dict[str, str]) -> float:
     """Every serial column's sequence past the loaded maximum, as our load does; seconds taken."""
     started = time.monotonic()
-    postgres = PostgresResource(
-        host=settings.target.host,
-        port=settings.target.port,
-        user=settings.target.user,
-        password=settings.target.password(),
-    )
     for database in targets.values():
         with postgres.connect(database) as conn:
             conn.execute("""
@@ -328,17 +331,17 @@ def sling_binary() -> str:
     return str(binary)
 
 
-def sling_streams(mysql: MySQLResource, postgres: PostgresResource, source: str, target: str, name: str) -> dict:
+def sling_streams(
+    mysql: MySQLResource, postgres: PostgresResource, source: str, target: str, pair: DatabasePair
+) -> dict:
     """One stream per table, planned by our own catalog: casts where Sling's defaults lose values."""
-    settings = load_settings()
-    pair = next(p for p in settings.pairs if p.name == name)
     with mysql.connect() as conn:
         catalog = read_mysql_catalog(conn, source)
     with postgres.connect(target) as conn:
         plans, _ = plan_tables(pair, catalog, read_pg_catalog(conn, target))
     streams: dict[str, dict] = {}
     for table, plan in plans.items():
-        if table in SEEDED_SKIPS[name]:
+        if table in SEEDED_SKIPS[pair.name]:
             continue
         stream: dict = {"object": f'public."{table}"', "update_key": plan.columns[0].name}
         # Sling sends bytes as text (PostgreSQL refuses them as UTF-8, and Sling then hangs):
@@ -375,8 +378,7 @@ def sling(
     (session_replication_role=replica), casts for bytes, column names as in the source, two
     processes over balanced table lists, sequences set afterwards."""
     s, t = settings.source, settings.target
-    mysql = MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password())
-    postgres = PostgresResource(host=t.host, port=t.port, user=t.user, password=t.password())
+    mysql, postgres = servers(settings)
     binary = sling_binary()
     total = peak = 0.0
     for name in FIXTURE_DATABASES:
@@ -387,7 +389,7 @@ def sling(
                 (source,),
             )
             sizes = {f'public."{r["t"]}"': float(r["n"] or 0) for r in cur.fetchall()}
-        streams = sling_streams(mysql, postgres, source, target, name)
+        streams = sling_streams(mysql, postgres, source, target, settings.pair(name))
         # connections travel in the environment, never in the arguments
         env = {
             **os.environ,
@@ -418,7 +420,7 @@ def sling(
         seconds, rss = run_parallel(commands, 2, logs / f"sling-{name}.log", env)
         total += seconds
         peak = max(peak, rss)
-    total += set_sequences(settings, targets)
+    total += set_sequences(postgres, targets)
     return Measure(
         "Sling (append, direct insert, 2 processes)",
         total,
@@ -456,7 +458,7 @@ def physical_limit(
     COPY of our load-ready files into a fresh indexed baseline (psql, 2 at once)."""
     s, t = settings.source, settings.target
     reads = []
-    with MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password()).connect() as conn:
+    with servers(settings)[0].connect() as conn:
         for database in sources.values():
             for table in read_mysql_catalog(conn, database).tables:
                 query = f"SELECT * FROM {mysql_ident(database)}.{mysql_ident(table.name)}"
@@ -537,9 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     TIMEOUT = args.timeout
     settings = load_settings()
-    s, t = settings.source, settings.target
-    mysql = MySQLResource(host=s.host, port=s.port, user=s.user, password=s.password())
-    postgres = PostgresResource(host=t.host, port=t.port, user=t.user, password=t.password())
+    mysql, postgres = servers(settings)
 
     sources = source_databases(mysql, args.scale, args.regenerate)
     rows, source_mb = table_sizes(mysql, sources)

@@ -28,7 +28,7 @@ from psycopg import sql
 
 from alkemio_assets.export import select_list
 from alkemio_assets.plan import ColumnPlan, TablePlan
-from alkemio_assets.sql import mysql_ident
+from alkemio_assets.sql import mysql_ident, pg_ident
 from resources import MySQLResource, PostgresResource
 
 BUCKETS = 256
@@ -276,7 +276,7 @@ def differing_keys(left: dict[str, str], right: dict[str, str], limit: int = 20)
 
 def in_sql(plan: TablePlan) -> bool:
     """Every column has a canonical text both servers can write (and none is non-UTF-8 text)."""
-    return all(c.rule.name in SQL_CANONICAL and c.export_as != "charset_text" for c in plan.columns)
+    return all(_hashed_in_sql(c) for c in plan.columns)
 
 
 def _mysql_value(column: ColumnPlan) -> str:
@@ -286,11 +286,7 @@ def _mysql_value(column: ColumnPlan) -> str:
 
 
 def _pg_value(column: ColumnPlan) -> str:
-    return SQL_CANONICAL[column.rule.name][1].format(v=_pg_ident(column.target.name))
-
-
-def _pg_ident(name: str) -> str:
-    return sql.Identifier(name).as_string(None)
+    return SQL_CANONICAL[column.rule.name][1].format(v=pg_ident(column.target.name).as_string(None))
 
 
 @dataclass(frozen=True)
@@ -317,7 +313,7 @@ MYSQL = Dialect(
 )
 POSTGRES = Dialect(
     _pg_value,
-    _pg_ident,
+    lambda name: pg_ident(name).as_string(None),
     "concat_ws",
     "coalesce('v' || {v}, 'n')",
     "md5({t})",
