@@ -10,6 +10,7 @@ name, so the lineage mirrors the schema.
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,14 +135,51 @@ def build_pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definit
         warnings.warn(f"{pair.name}: {exc}", stacklevel=2)
         plans = None
     specs = get_asset_specs(pair, snapshot, plans)
+    assets = table_assets(pair, [t for t in snapshot.source.tables if t.name not in pair.exclude])
+    shards = shard_tables(list(assets), snapshot.sizes, settings.shards)
+    steps = []
+    for i, shard in enumerate(shards):
+        keys = {key for table in shard for key in assets[table].keys.values()}
+        mine = [spec for spec in specs if spec.key in keys]
+        steps.append(tables_step(pair, settings, snapshot, mine, step_name(pair, i, len(shards))))
+
+    from alkemio_assets.verification import verified_asset
+
+    postgres_keys = [s.key for s in specs if s.key.path[1] == "postgres"]
+    return dg.Definitions(assets=[catalog, *steps, verified_asset(pair, settings, postgres_keys, snapshot)])
+
+
+def shard_tables(tables: list[str], sizes: Mapping[str, int], shards: int) -> list[list[str]]:
+    """Tables in at most `shards` groups of about equal source bytes: largest first into the
+    lightest group (then the one with fewest tables), each group in the catalog's table order."""
+    groups: list[tuple[int, int, list[str]]] = [(0, 0, []) for _ in range(max(1, min(shards, len(tables))))]
+    for name in sorted(tables, key=lambda t: (-sizes.get(t, 0), t)):
+        i = min(range(len(groups)), key=lambda g: groups[g][:2])
+        size, count, members = groups[i]
+        groups[i] = (size + sizes.get(name, 0), count + 1, [*members, name])
+    position = {t: i for i, t in enumerate(tables)}
+    return [sorted(members, key=position.__getitem__) for _, _, members in groups]
+
+
+def step_name(pair: DatabasePair, index: int, shards: int) -> str:
+    base = f"migrate_{key_part(pair.name)}_tables"
+    return base if shards == 1 else f"{base}_{index + 1}_of_{shards}"
+
+
+def tables_step(
+    pair: DatabasePair, settings: Settings, snapshot: Snapshot, specs: list[dg.AssetSpec], name: str
+) -> dg.AssetsDefinition:
+    """One subsettable step for some tables of a database (all of them unless sharded). Where the
+    foreign-key lineage crosses between shards, Dagster splits a shard's step in two or more
+    steps itself, so that a load waits for the loads of its parents in the other shards."""
 
     @dg.multi_asset(
-        name=f"migrate_{key_part(pair.name)}_tables",
+        name=name,
         specs=specs,
         check_specs=get_check_specs(specs),
         can_subset=True,
         op_tags={"alkemio/target": pair.target_database},
-        description=f"Export, stage and load the tables of {pair.name}, many tables at once in one step.",
+        description=f"Export, stage and load tables of {pair.name}, many tables at once in one step.",
     )
     def tables(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
         """Move the selected tables of one database pair from MySQL to PostgreSQL."""
@@ -149,7 +187,4 @@ def build_pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definit
 
         yield from run_pair(context, pair, settings, snapshot, mysql, postgres)
 
-    from alkemio_assets.verification import verified_asset
-
-    postgres_keys = [s.key for s in specs if s.key.path[1] == "postgres"]
-    return dg.Definitions(assets=[catalog, tables, verified_asset(pair, settings, postgres_keys, snapshot)])
+    return tables

@@ -243,6 +243,17 @@ WHERE CONSTRAINT_SCHEMA = %s AND CHECK_CLAUSE LIKE '%%json_valid%%'
 """
 
 
+def read_table_sizes(connection: Any, database: str) -> dict[str, int]:
+    """Bytes of data per base table (InnoDB's estimate): how the tables are split into shards."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT TABLE_NAME AS name, COALESCE(DATA_LENGTH, 0) AS bytes FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
+            (database,),
+        )
+        return {r["name"]: int(r["bytes"]) for r in cur.fetchall()}
+
+
 def read_mysql_catalog(connection: Any, database: str) -> Catalog:
     """Reflect every base table of `database` through a PyMySQL DictCursor connection."""
     with connection.cursor() as cur:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from alkemio_assets.catalog import read_mysql_catalog
+from alkemio_assets.catalog import read_mysql_catalog, read_table_sizes
 from alkemio_assets.settings import DatabasePair
 from alkemio_assets.snapshot import snapshot_path, write_snapshot
 from alkemio_assets.target import read_pg_catalog
@@ -40,10 +40,11 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
         """Refresh the catalog snapshot of one database pair."""
         with mysql.connect() as conn:
             source = read_mysql_catalog(conn, pair.source_database)
+            sizes = read_table_sizes(conn, pair.source_database)
         with postgres.connect(pair.target_database) as conn:
             target = read_pg_catalog(conn, pair.target_database)
         described = f"{mysql.describe()}/{pair.source_database} -> {postgres.describe()}/{pair.target_database}"
-        path = write_snapshot(pair.name, source, target, described, directory)
+        path = write_snapshot(pair.name, source, target, described, directory, sizes)
         context.log.info(f"{pair.name}: {len(source.tables)} source tables, {len(target.tables)} target tables")
         yield dg.MaterializeResult(
             metadata={
@@ -51,6 +52,7 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
                 "target_tables": len(target.tables),
                 "columns": sum(len(t.columns) for t in source.tables),
                 "foreign_keys": sum(len(t.foreign_keys) for t in source.tables),
+                "source_bytes": sum(sizes.values()),
                 "source_server": source.server_version,
                 "target_server": target.server_version,
                 "snapshot": dg.MetadataValue.path(str(path)),

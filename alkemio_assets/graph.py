@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alkemio_assets.catalog import ForeignKeySpec, TableSpec
+from alkemio_assets.target import TargetForeignKey, TargetTable
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,12 @@ class LoadOrder:
     def dependencies(self, table: str) -> tuple[str, ...]:
         """The tables `table` must follow, broken edges left out."""
         return self._deps.get(table, ())
+
+    def loads_first(self, table: str, ref_table: str) -> bool:
+        """Whether `ref_table` is loaded before `table` in any run, however the tables are split
+        into steps (or is `table` itself): then `table`'s foreign keys to it can be proven as
+        soon as `table` is loaded."""
+        return ref_table == table or ref_table in self.dependencies(table)
 
     _deps: dict[str, tuple[str, ...]]
 
@@ -114,3 +122,15 @@ def _component_of(edges: list[Edge]) -> dict[str, int]:
         if node not in index:
             visit(node)
     return component
+
+
+def deferred_foreign_keys(tables: Iterable[TargetTable], lineage: LoadOrder) -> dict[str, tuple[TargetForeignKey, ...]]:
+    """The target's foreign keys of the moved tables whose parent is not loaded first (the edges
+    that break a cycle, keys the source lacks): proven once the whole database is loaded."""
+    moved = set(lineage.order)
+    deferred = {
+        t.name: tuple(fk for fk in t.foreign_keys if not lineage.loads_first(t.name, fk.ref_table))
+        for t in tables
+        if t.name in moved
+    }
+    return {name: fks for name, fks in deferred.items() if fks}

@@ -3,6 +3,7 @@ tables in parallel, each table's assets reported as soon as they are done, fail 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import threading
 import time
@@ -16,10 +17,10 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from alkemio_assets.assets import Stage, TableAssets, table_assets
+from alkemio_assets.assets import Stage, TableAssets, step_name, table_assets
 from alkemio_assets.catalog import read_mysql_catalog
 from alkemio_assets.export import export_table
-from alkemio_assets.graph import load_order
+from alkemio_assets.graph import LoadOrder, load_order
 from alkemio_assets.load import load_table
 from alkemio_assets.plan import ContractError, TablePlan, plan_database
 from alkemio_assets.settings import DatabasePair, Settings
@@ -65,10 +66,38 @@ class Manifest:
             ]
 
     def write(self, path: Path) -> None:
+        """Write, merged with what the database's other steps of this run wrote there (a sharded
+        database has several steps, one after the other or at once, on one machine or on a
+        shared volume): each table's entry gathers its stages, whichever step ran them."""
         body = {k: v for k, v in self.__dict__.items() if k != "lock"}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists() and (earlier := json.loads(path.read_text(encoding="utf-8")))["run_id"] == self.run_id:
+                body = merged_manifest(earlier, body)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+            tmp.replace(path)
+
+
+def _deep_merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(old)
+    for key, value in new.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def merged_manifest(earlier: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+    """Two steps' manifests of one database and run: the union of their tables, the earliest
+    start, the latest end, failed if either failed, with every error."""
+    errors = [e for e in (earlier.get("error"), step.get("error")) if e]
+    return {
+        **step,
+        "tables": _deep_merge(earlier.get("tables", {}), step.get("tables", {})),
+        "started_at": min(earlier["started_at"], step["started_at"]),
+        "finished_at": max(filter(None, (earlier.get("finished_at"), step.get("finished_at"))), default=None),
+        "outcome": "failed" if "failed" in (earlier.get("outcome"), step.get("outcome")) else step["outcome"],
+        "error": "\n".join(errors) or None,
+    }
 
 
 def now() -> str:
@@ -191,7 +220,13 @@ def run_pair(
     )
     for name, override in pair.overrides.items():
         manifest.record(name.partition(".")[0], overrides={name: {"cast": override.cast, "reason": override.reason}})
-    duck = duckdb.connect(str(folder / "staging.duckdb"))
+    # one DuckDB file per step that stages: a sharded database's steps may run at once
+    step = context.op_execution_context.op_handle.name
+    duck = duckdb.connect(
+        str(folder / ("staging.duckdb" if step == step_name(pair, 0, 1) else f"staging.{step}.duckdb"))
+        if any("staged" in stages for stages in selected.values())
+        else ":memory:"
+    )
     prepare(duck)
     previously_loaded = {
         name
@@ -320,7 +355,7 @@ def run_pair(
                         else:
                             yield result
             if failure is None:
-                evaluated = run_checks(pool, context, pair, plans, assets, mysql, postgres, manifest)
+                evaluated = run_checks(pool, context, pair, plans, assets, lineage, mysql, postgres, manifest)
                 for name in [t for t in lineage.order if t in loaded or t in evaluated]:
                     if name in loaded:
                         yield loaded[name]
@@ -342,6 +377,7 @@ def run_checks(
     pair: DatabasePair,
     plans: dict[str, TablePlan],
     assets: dict[str, TableAssets],
+    lineage: LoadOrder,
     mysql: MySQLResource,
     postgres: PostgresResource,
     manifest: Manifest,
@@ -354,7 +390,13 @@ def run_checks(
 
     def evaluate(name: str) -> list[dg.AssetCheckResult]:
         ctx = TableCheckContext(
-            plans[name], pair.source_database, pair.target_database, mysql, postgres, assets[name].keys["postgres"]
+            plans[name],
+            pair.source_database,
+            pair.target_database,
+            mysql,
+            postgres,
+            assets[name].keys["postgres"],
+            lineage,
         )
         wall = time.time()
         results = [TABLE_CHECKS[check][0](ctx) for check in sorted(wanted[name])]

@@ -83,7 +83,8 @@ class Settings:
     pairs: tuple[DatabasePair, ...]
     workdir: Path
     catalog_dir: Path
-    workers: int
+    workers: int  # tables moved at once inside a step
+    shards: int  # steps per database (a cluster spreads them over its workers)
     dagster_storage: Endpoint
     dagster_storage_database: str
 
@@ -100,6 +101,14 @@ def _port(env: Mapping[str, str], var: str, default: int, problems: list[str]) -
         return default
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         problems.append(f"{var}={raw!r} is not a TCP port (1-65535)")
+        return default
+    return int(raw)
+
+
+def _positive(env: Mapping[str, str], var: str, default: int, what: str, problems: list[str]) -> int:
+    raw = _text(env, var, str(default))
+    if not (raw.isdigit() and int(raw) > 0):
+        problems.append(f"{var}={raw!r} is not a positive number of {what}")
         return default
     return int(raw)
 
@@ -218,10 +227,8 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = 
 
     # Relative paths are relative to the repository root, wherever a process was started.
     workdir = REPO_ROOT / _text(env, "MIGRATION_WORKDIR", "var")
-    raw_workers = _text(env, "MIGRATION_WORKERS", "4")
-    workers = int(raw_workers) if raw_workers.isdigit() and int(raw_workers) > 0 else 4
-    if not (raw_workers.isdigit() and int(raw_workers) > 0):
-        problems.append(f"MIGRATION_WORKERS={raw_workers!r} is not a positive number of parallel tables")
+    workers = _positive(env, "MIGRATION_WORKERS", 4, "parallel tables in a step", problems)
+    shards = _positive(env, "MIGRATION_SHARDS", 1, "steps to split each database's tables into", problems)
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -230,6 +237,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = 
         pairs=pairs,
         workdir=workdir,
         workers=workers,
+        shards=shards,
         catalog_dir=REPO_ROOT / _text(env, "MIGRATION_CATALOG_DIR", str(workdir / "catalog")),
         dagster_storage=storage,
         dagster_storage_database=_text(env, "DAGSTER_PG_DB", "dagster"),

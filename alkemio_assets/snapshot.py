@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Snapshot:
     target: TargetCatalog
     taken_at: datetime
     described: str  # the two servers, without secrets
+    sizes: Mapping[str, int] = field(default_factory=dict)  # source bytes per table, to balance shards
 
     def age(self, now: datetime | None = None) -> timedelta:
         return (now or datetime.now(UTC)) - self.taken_at
@@ -37,7 +39,14 @@ def snapshot_path(name: str, directory: Path) -> Path:
     return directory / f"{name}.json"
 
 
-def write_snapshot(name: str, source: Catalog, target: TargetCatalog, described: str, directory: Path) -> Path:
+def write_snapshot(
+    name: str,
+    source: Catalog,
+    target: TargetCatalog,
+    described: str,
+    directory: Path,
+    sizes: Mapping[str, int] | None = None,
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = snapshot_path(name, directory)
     body = {
@@ -45,6 +54,7 @@ def write_snapshot(name: str, source: Catalog, target: TargetCatalog, described:
         "described": described,
         "source": json.loads(source.to_json()),
         "target": json.loads(target.to_json()),
+        "sizes": dict(sizes or {}),
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -71,6 +81,7 @@ def read_snapshot(name: str, directory: Path, *, warn: bool = True) -> Snapshot 
         target=TargetCatalog.from_json(json.dumps(body["target"])),
         taken_at=datetime.fromisoformat(body["taken_at"]),
         described=body["described"],
+        sizes=body.get("sizes", {}),
     )
     if warn and snapshot.age() > STALE_AFTER:
         warnings.warn(

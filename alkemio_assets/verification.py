@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from alkemio_assets.graph import deferred_foreign_keys, load_order
 from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.snapshot import Snapshot
 from alkemio_assets.sql import first
@@ -68,7 +69,9 @@ def verified_asset(
     pair: DatabasePair, settings: Settings, loaded: list[dg.AssetKey], snapshot: Snapshot
 ) -> dg.AssetsDefinition:
     key = verified_key(pair)
-    chosen = checks_for(pair, {t.name for t in snapshot.target.tables})
+    lineage = load_order([t for t in snapshot.source.tables if t.name not in pair.exclude])
+    deferred = deferred_foreign_keys(snapshot.target.tables, lineage)
+    chosen = checks_for(pair, {t.name for t in snapshot.target.tables}, deferred=bool(deferred))
 
     @dg.asset(
         key=key,
@@ -83,7 +86,7 @@ def verified_asset(
     )
     def verified(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
         """Run the database-level checklist items for one database pair."""
-        ctx = DatabaseCheckContext(pair, settings, mysql, postgres, key)
+        ctx = DatabaseCheckContext(pair, settings, mysql, postgres, key, deferred)
         selected = {c.name for c in context.selected_asset_check_keys}
         results = [fn(ctx) for name, (fn, _, _) in chosen.items() if name in selected]
         folder = settings.workdir / "runs" / context.run.run_id / pair.name

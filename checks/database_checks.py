@@ -4,8 +4,8 @@ and the schema contract on `DB/source_catalog`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import dagster as dg
 from psycopg import sql
@@ -14,8 +14,9 @@ from alkemio_assets.catalog import Catalog
 from alkemio_assets.plan import plan_tables
 from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.sql import first, mysql_ident
-from alkemio_assets.target import TargetCatalog, read_pg_catalog
+from alkemio_assets.target import TargetCatalog, TargetForeignKey, read_pg_catalog
 from checks import check_result
+from checks.table_checks import orphans
 from resources import MySQLResource, PostgresResource
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -29,6 +30,8 @@ class DatabaseCheckContext:
     mysql: MySQLResource
     postgres: PostgresResource
     asset_key: dg.AssetKey
+    # foreign keys whose parent may load after their table (graph.deferred_foreign_keys)
+    deferred: Mapping[str, tuple[TargetForeignKey, ...]] = field(default_factory=dict)
 
     def target_catalog(self) -> TargetCatalog:
         with self.postgres.connect(self.pair.target_database) as conn:
@@ -176,6 +179,22 @@ def cross_database_references(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
     return _result(ctx, "cross_database_references", passed, ERROR, references=dg.MetadataValue.json(found))
 
 
+def deferred_foreign_keys(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """The foreign keys no table's own check can prove (its parent may load after it: the edge
+    that breaks a cycle), once every table is loaded: zero orphan rows."""
+    counts: dict[str, int] = {}
+    samples: dict[str, list[str]] = {}
+    with ctx.postgres.connect(ctx.pair.target_database) as conn:
+        for table, fks in sorted(ctx.deferred.items()):
+            found, shown = orphans(conn, table, fks)
+            counts.update({f"{table}.{name}": n for name, n in found.items()})
+            samples.update({f"{table}.{name}": keys for name, keys in shown.items()})
+    metadata: dict = {"foreign_keys": len(counts), "orphans": dg.MetadataValue.json(counts)}
+    if samples:
+        metadata["orphan_keys"] = dg.MetadataValue.json(samples)
+    return _result(ctx, "deferred_foreign_keys", not any(counts.values()), ERROR, **metadata)
+
+
 def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
     """The seed's EXPLAIN: configured lookups (user by email) and the foreign-key columns of the
     largest tables can use an index (sequential scans disabled to ask the question)."""
@@ -243,15 +262,24 @@ KRATOS_CHECKS = {
     ),
     "kratos_network": (kratos_network, ERROR, "Exactly one networks row and every nid names it."),
 }
+DEFERRED_CHECK = {
+    "deferred_foreign_keys": (
+        deferred_foreign_keys,
+        ERROR,
+        "No orphan row for the foreign keys whose parent loads after their table (cycle edges).",
+    ),
+}
 REFERENCE_CHECK = {
     "cross_database_references": (cross_database_references, ERROR, "References into another database resolve."),
 }
 
 
 def checks_for(
-    pair: DatabasePair, tables: set[str]
+    pair: DatabasePair, tables: set[str], deferred: bool = False
 ) -> dict[str, tuple[Callable[[DatabaseCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str]]:
     chosen = dict(DATABASE_CHECKS)
+    if deferred:
+        chosen.update(DEFERRED_CHECK)
     if {"identities", "identity_credentials", "networks"} <= tables:
         chosen.update(KRATOS_CHECKS)
     if pair.references:

@@ -13,7 +13,14 @@ import dagster as dg
 import pytest
 from conftest import failure_message, migration_settings, run_job
 
-from alkemio_assets.assets import AssetNameError, get_asset_specs, table_assets
+from alkemio_assets.assets import (
+    STAGES,
+    AssetNameError,
+    get_asset_specs,
+    shard_tables,
+    step_name,
+    table_assets,
+)
 from alkemio_assets.catalog import Catalog, ColumnSpec, IndexSpec, TableSpec
 from alkemio_assets.definitions import build_definitions
 from alkemio_assets.plan import plan_database
@@ -75,6 +82,57 @@ def test_lineage_mirrors_the_foreign_keys(fixture_defs):
     assert "alkemio/postgres/storage_bucket" not in {k.to_user_string() for k in aggregator.parent_keys}
     assert "storage_aggregator(directStorageId) -> storage_bucket" in aggregator.description
     assert "storage_aggregator(parentStorageAggregatorId) -> storage_aggregator" in aggregator.description
+
+
+def test_shards_balance_the_bytes_and_keep_every_table_once():
+    tables = ["a", "b", "c", "d", "e", "f", "g"]
+    sizes = {"a": 900, "b": 100, "c": 500, "d": 400, "e": 0, "f": 0, "g": 300}
+    shards = shard_tables(tables, sizes, 3)
+    assert sorted(t for shard in shards for t in shard) == tables
+    assert shards == [["a"], ["b", "c", "e", "f"], ["d", "g"]]  # 900, 600, 700 bytes; catalog order inside
+    assert shard_tables(tables, sizes, 3) == shards  # the same graph on every load
+    # no empty steps: never more shards than tables, and at least one
+    assert shard_tables(["a", "b"], sizes, 5) == [["a"], ["b"]]
+    assert shard_tables(tables, {}, 1) == [tables]
+    # tables of unknown size spread by count
+    assert [len(s) for s in shard_tables(tables, {}, 3)] == [3, 2, 2]
+
+
+def test_one_step_keeps_its_name_and_shards_are_numbered():
+    pair = DatabasePair("alkemio", "alkemio", "alkemio")
+    assert step_name(pair, 0, 1) == "migrate_alkemio_tables"
+    assert [step_name(pair, i, 3) for i in range(3)] == [
+        "migrate_alkemio_tables_1_of_3",
+        "migrate_alkemio_tables_2_of_3",
+        "migrate_alkemio_tables_3_of_3",
+    ]
+
+
+@pytest.mark.e2e
+def test_sharded_steps_keep_the_assets_and_the_lineage(fixture_defs):
+    """MIGRATION_SHARDS changes how the tables are grouped into steps, nothing a data engineer reads."""
+    settings, one_step = fixture_defs
+    sharded = build_definitions(replace(settings, shards=3))
+
+    def lineage(defs: dg.Definitions) -> dict[dg.AssetKey, set[dg.AssetKey]]:
+        graph = defs.resolve_asset_graph()
+        return {key: set(graph.get(key).parent_keys) for key in graph.get_all_asset_keys()}
+
+    assert lineage(sharded) == lineage(one_step)
+    steps = {
+        a.node_def.name: a
+        for a in sharded.resolve_asset_graph().assets_defs
+        if a.node_def.name.startswith("migrate_") and a.node_def.name.endswith("_of_3")
+    }
+    assert sorted(steps) == [f"migrate_{db}_tables_{i}_of_3" for db in ("alkemio", "kratos") for i in (1, 2, 3)]
+    for name, step in steps.items():
+        tables = {key.path[-1] for key in step.keys}
+        # a table's three assets and its checks travel together
+        assert step.keys == {dg.AssetKey([name.split("_")[1], stage, t]) for t in tables for stage in STAGES}
+        assert {c.asset_key.path[-1] for c in step.check_keys} <= tables
+    # where lineage crosses shards Dagster splits the steps, so a job has more steps than shards
+    job = sharded.resolve_job_def("migrate_all")
+    assert len(job.graph.node_defs) > len(steps)
 
 
 def _tiny_catalog(n: int) -> tuple[Catalog, TargetCatalog]:

@@ -61,6 +61,7 @@ def test_every_check_runs_on_the_fixture_and_every_error_check_passes(migrated):
         "kratos_identities",
         "kratos_network",
         "cross_database_references",
+        "deferred_foreign_keys",
     }
     failed_errors = [
         (e.asset_key.to_user_string(), e.check_name)
@@ -126,6 +127,25 @@ def test_foreign_keys_show_the_orphan(migrated, postgres, instance):
     assert not e.passed
     assert meta(e, "orphans")["FK_visual_profile"] == 1
     assert meta(e, "orphan_keys")["FK_visual_profile"] == [ghost]
+
+
+def test_the_cycle_edge_is_proven_on_verified(migrated, postgres, instance):
+    """storage_aggregator -> storage_bucket breaks the fixture's cycle: the bucket loads after the
+    aggregator, so the aggregator's own check leaves that key to alkemio/verified."""
+    settings, databases, _ = migrated
+    ghost = str(uuid.uuid4())
+    target_sql(
+        postgres,
+        databases["alkemio"],
+        f"""UPDATE storage_aggregator SET "directStorageId" = '{ghost}'
+            WHERE id = (SELECT id FROM storage_aggregator ORDER BY id LIMIT 1)""",
+    )
+    own = evaluate(settings, instance, "alkemio/postgres/storage_aggregator", "foreign_keys")
+    assert own.passed and meta(own, "proven_on_verified") == ["FK_storage_aggregator_direct_storage"]
+    e = evaluate(settings, instance, "alkemio/verified", "deferred_foreign_keys")
+    assert not e.passed
+    assert meta(e, "orphans") == {"storage_aggregator.FK_storage_aggregator_direct_storage": 1}
+    assert meta(e, "orphan_keys")["storage_aggregator.FK_storage_aggregator_direct_storage"] == [ghost]
 
 
 def test_keys_and_query_plans_see_a_dropped_unique_index(migrated, postgres, instance):
@@ -304,6 +324,7 @@ def test_content_fingerprint_both_ways(
     mysql: MySQLResource, postgres: PostgresResource, unique_name: str, mysql_table, pg_table, hashed_by
 ):
     from alkemio_assets.catalog import read_mysql_catalog
+    from alkemio_assets.graph import load_order
     from alkemio_assets.plan import plan_table
     from alkemio_assets.target import read_pg_catalog
     from checks.table_checks import TableCheckContext, content_fingerprint
@@ -324,7 +345,9 @@ def test_content_fingerprint_both_ways(
             target = read_pg_catalog(conn, db).table("t")
         plan = plan_table(db, source, target, {}, [])
         assert plan is not None
-        ctx = TableCheckContext(plan, db, db, mysql, postgres, dg.AssetKey(["db", "postgres", "t"]))
+        ctx = TableCheckContext(
+            plan, db, db, mysql, postgres, dg.AssetKey(["db", "postgres", "t"]), load_order([source])
+        )
         same = content_fingerprint(ctx)
         assert same.passed and meta(same, "rows_compared") == 3 and meta(same, "hashed_by") == hashed_by
         target_sql(postgres, db, "UPDATE t SET x = x + 1 WHERE n = 3")

@@ -143,11 +143,17 @@ def test_the_kubernetes_example_loads_with_the_definitions(
     # the password is a reference to a variable that a Kubernetes Secret fills, never a value
     assert instance["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
 
+    # the launcher's environment (MIGRATION_EXECUTOR, MIGRATION_SHARDS) is what the steps build from
+    for name, _, value in (variable.partition("=") for variable in launcher["config"]["env_vars"]):
+        monkeypatch.setenv(name, value)
+    settings = migration_settings(source_databases, str(tmp_path))
+    assert settings.shards > 1
     defs = build_definitions(settings, engine="kubernetes")
     run_config = yaml.safe_load((example / "run_config.yaml").read_text())
     for job_name in ("migrate_all", "migrate_alkemio", "migrate_kratos"):
         job = defs.resolve_job_def(job_name)
         assert job.executor_def is k8s_job_executor
+        assert any(node.name.endswith(f"_of_{settings.shards}") for node in job.graph.node_defs)
         dg.validate_run_config(job, run_config)  # raises DagsterInvalidConfigError when it does not fit
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.validate_run_config(defs.resolve_job_def("migrate_all"), {"execution": {"config": {"max_concurent": 4}}})

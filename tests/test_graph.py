@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from alkemio_assets.catalog import ColumnSpec, ForeignKeySpec, IndexSpec, TableSpec, read_mysql_catalog
-from alkemio_assets.graph import load_order
+from alkemio_assets.graph import deferred_foreign_keys, load_order
+from alkemio_assets.target import TargetForeignKey, TargetTable
 from resources import MySQLResource
 
 
@@ -43,6 +44,25 @@ def test_not_null_cycle_cannot_load():
     tables = [_table("a", ("bId", "b", False)), _table("b", ("aId", "a", False))]
     with pytest.raises(ValueError, match=r"a\(bId\) -> b .*b\(aId\) -> a"):
         load_order(tables)
+
+
+def _target(name: str, *refs: str) -> TargetTable:
+    fks = tuple(TargetForeignKey(f"FK_{name}_{ref}", (f"{ref}Id",), ref, ("id",)) for ref in refs)
+    return TargetTable(name, (), ("id",), (("id",),), fks)
+
+
+def test_a_cycle_edge_is_proven_after_the_whole_database():
+    """A table's own check proves the keys whose parent loads first; the edge that breaks a cycle
+    (its parent loads after it, in another step when the tables are sharded) and a key the
+    source lacks wait for the database check."""
+    tables = [_table("a", ("bId", "b", True)), _table("b", ("aId", "a", False)), _table("c", ("cId", "c", True))]
+    lo = load_order(tables)
+    assert lo.loads_first("b", "a") and lo.loads_first("c", "c")
+    assert not lo.loads_first("a", "b")
+    targets = [_target("a", "b"), _target("b", "a"), _target("c", "c", "a"), _target("excluded", "a")]
+    deferred = deferred_foreign_keys(targets, lo)
+    assert {t: [fk.name for fk in fks] for t, fks in deferred.items()} == {"a": ["FK_a_b"], "c": ["FK_c_a"]}
+    assert deferred_foreign_keys([_target("b", "a")], lo) == {}
 
 
 def test_fixture_graph(mysql: MySQLResource, source_databases: dict[str, str]):

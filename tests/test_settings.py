@@ -36,6 +36,12 @@ def test_kratos_names_are_overridable():
     assert (s.pair("kratos").source_database, s.pair("kratos").target_database) == ("ory_kratos", "kratos_pg")
 
 
+def test_parallelism_is_configuration():
+    assert (load_settings(BASE).workers, load_settings(BASE).shards) == (4, 1)
+    s = load_settings({**BASE, "MIGRATION_WORKERS": "2", "MIGRATION_SHARDS": "3"})
+    assert (s.workers, s.shards) == (2, 3)
+
+
 def test_settings_hold_no_secret():
     s = load_settings(BASE)
     assert "s3cret" not in repr(s)
@@ -52,6 +58,8 @@ def test_settings_hold_no_secret():
         ({"MYSQL_PORT": "70000"}, "MYSQL_PORT='70000' is not a TCP port"),
         ({"DATABASE_PASSWORD": None}, "DATABASE_PASSWORD is not set"),
         ({"MYSQL_ROOT_PASSWORD": None}, "MYSQL_ROOT_PASSWORD is not set"),
+        ({"MIGRATION_WORKERS": "0"}, "MIGRATION_WORKERS='0' is not a positive number of parallel tables"),
+        ({"MIGRATION_SHARDS": "two"}, "MIGRATION_SHARDS='two' is not a positive number of steps"),
     ],
 )
 def test_bad_configuration_is_named(change: dict[str, str | None], message: str):
