@@ -24,7 +24,7 @@ class MigrationDataError(RuntimeError):
         hint: str = "",
     ):
         self.database, self.table, self.row, self.column, self.value = database, table, row, column, value
-        self.problem = problem
+        self.problem, self.hint = problem, hint
         where = f"{database}.{table}"
         if row is not None:
             where += f", CSV row {row} (line {row + 1} counting the header)"
@@ -35,3 +35,12 @@ class MigrationDataError(RuntimeError):
         if hint:
             message += f". {hint}"
         super().__init__(message)
+
+    def __reduce__(self):
+        # raised in a process of its own (a key range's export), it travels back whole
+        return type(self), (self.database, self.table, self.row, self.column, self.value, self.problem, self.hint)
+
+    def after(self, rows: int) -> MigrationDataError:
+        """The same error, its row counted after `rows` rows that come before it in the file."""
+        row = None if self.row is None else self.row + rows
+        return type(self)(self.database, self.table, row, self.column, self.value, self.problem, self.hint)

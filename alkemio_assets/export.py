@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import math
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,10 @@ import polars as pl
 from alkemio_assets.errors import MigrationDataError
 from alkemio_assets.plan import ColumnPlan, TablePlan
 from alkemio_assets.sql import mysql_ident
+from resources import MySQLResource
 
 FETCH_ROWS = 5_000
+COPY_BLOCK = 1 << 20
 _NEEDS_QUOTES = re.compile(r'[",\r\n]|^\s|\s$')
 # Control characters other than tab, LF and CR do not occur in text: their presence in a column
 # that is not utf8mb4 means the column holds bytes, not text.
@@ -90,20 +96,26 @@ def _decoder(plan: TablePlan, column: ColumnPlan) -> Any:
         ) from None
 
 
-def export_table(connection: Any, plan: TablePlan, path: Path) -> ExportResult:
-    """Stream `SELECT` of the planned columns into `path`; return rows, size and SHA-256."""
+def _header(plan: TablePlan) -> bytes:
+    return (",".join(csv_field(c.target.name) for c in plan.columns) + "\r\n").encode()
+
+
+def export_table(connection: Any, plan: TablePlan, path: Path, key_range: KeyRange | None = None) -> ExportResult:
+    """Stream `SELECT` of the planned columns into `path`; return rows, size and SHA-256.
+    With a key range: only its rows, no header (one part of a file `export_in_ranges` joins)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     decoders = {i: _decoder(plan, c) for i, c in enumerate(plan.columns) if c.export_as == "charset_text"}
     schema = {f"c{i}": pl.String for i in range(len(plan.columns))}
     digest = hashlib.sha256()
     rows = size = longest = 0
-    header = (",".join(csv_field(c.target.name) for c in plan.columns) + "\r\n").encode()
-    tmp = path.with_suffix(".csv.part")
+    header = b"" if key_range else _header(plan)
+    where, params = key_range.where() if key_range else ("TRUE", [])
+    tmp = path.with_suffix(path.suffix + ".part")
     with open(tmp, "wb") as out, connection.cursor() as cur:
         out.write(header)
         digest.update(header)
         size += len(header)
-        cur.execute(f"SELECT {export_select(plan.columns)} FROM {mysql_ident(plan.name)}")
+        cur.execute(f"SELECT {export_select(plan.columns)} FROM {mysql_ident(plan.name)} WHERE {where}", params)
         while batch := cur.fetchmany(FETCH_ROWS):
             if decoders:
                 batch = [_decoded(plan, decoders, rows + n, row) for n, row in enumerate(batch, start=1)]
@@ -146,3 +158,136 @@ def _as_text(plan: TablePlan, column: ColumnPlan, row: int, raw: bytes, decode: 
             f'"{plan.name}.{column.name}" = {{ cast = "base64", reason = "..." }}',
         )
     return text
+
+
+# -- a big table in key ranges, each exported by a process of its own ----------------------------
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """The rows whose key column is at least `low` and below `high` (None: open on that side).
+    Consecutive ranges cover every row exactly once, whatever the column's collation."""
+
+    column: str
+    low: str | int | None = None
+    high: str | int | None = None
+
+    def where(self) -> tuple[str, list[str | int]]:
+        name = mysql_ident(self.column)
+        bounds = [(f"{name} >= %s", self.low), (f"{name} < %s", self.high)]
+        return " AND ".join(text for text, v in bounds if v is not None) or "TRUE", [
+            v for _, v in bounds if v is not None
+        ]
+
+    def describe(self) -> str:
+        low = "" if self.low is None else repr(self.low)
+        high = "" if self.high is None else repr(self.high)
+        return f"{self.column} in [{low}, {high})"
+
+
+def chunk_count(source_bytes: int, chunk_bytes: int, workers: int) -> int:
+    """How many key ranges a table's export takes: one per `chunk_bytes` of source, at most
+    `workers` (0 chunk bytes: never split)."""
+    return 1 if chunk_bytes <= 0 else max(1, min(workers, math.ceil(source_bytes / chunk_bytes)))
+
+
+def uuid_bounds(parts: int) -> list[str]:
+    """Evenly spaced over the hex text of random (version 4) UUIDs: no query needed."""
+    return [f"{k * 4096 // parts:03x}" for k in range(1, parts)]
+
+
+def integer_bounds(low: int, high: int, parts: int) -> list[int]:
+    """Evenly spaced between the smallest and largest key."""
+    return sorted({low + (high - low + 1) * k // parts for k in range(1, parts)} - {low})
+
+
+def _uuid_split(connection: Any, plan: TablePlan, column: ColumnPlan, parts: int) -> list[str]:
+    return uuid_bounds(parts)
+
+
+def _integer_split(connection: Any, plan: TablePlan, column: ColumnPlan, parts: int) -> list[int]:
+    name = mysql_ident(column.name)
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT MIN({name}), MAX({name}) FROM {mysql_ident(plan.name)}")
+        low, high = cur.fetchone()
+    return [] if low is None else integer_bounds(int(low), int(high), parts)
+
+
+# by the cast rule of the first primary-key column; any other key type is exported whole
+SPLITTERS: dict[str, Any] = {"uuid": _uuid_split, "integer": _integer_split, "integer_numeric": _integer_split}
+
+
+def key_ranges(connection: Any, plan: TablePlan, parts: int) -> list[KeyRange]:
+    """`parts` ranges of the first primary-key column, or one (the whole table) when the table
+    is small, has no primary key, or its key has no splitter."""
+    key = plan.source.primary_key
+    column = next((c for c in plan.columns if key and c.name == key[0]), None)
+    split = SPLITTERS.get(column.rule.name) if column else None
+    if parts < 2 or column is None or split is None:
+        return [KeyRange("")]
+    edges: list[str | int | None] = [None, *split(connection, plan, column, parts), None]
+    return [KeyRange(column.name, low, high) for low, high in pairwise(edges)]
+
+
+def _export_range(
+    connection_fields: dict[str, Any], database: str, plan: TablePlan, key_range: KeyRange, path: Path
+) -> ExportResult:
+    with MySQLResource(**connection_fields).connect(database, raw=True) as connection:
+        return export_table(connection, plan, path, key_range)
+
+
+def export_in_ranges(
+    mysql: MySQLResource, database: str, plan: TablePlan, path: Path, ranges: list[KeyRange]
+) -> ExportResult:
+    """The table's ranges exported at once, each by a process of its own (threads would take
+    turns on the interpreter lock: PyMySQL parses in Python), then joined in key order into the
+    one CSV file a person reads. A bad value is named at its row in the joined file."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["alkemio_assets.export"])
+    parts = [path.with_name(f"{path.stem}.range{i}.csv") for i in range(len(ranges))]
+    try:
+        with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
+            futures = [
+                pool.submit(_export_range, mysql.connection_fields(), database, plan, r, part)
+                for r, part in zip(ranges, parts, strict=True)
+            ]
+            results = []
+            for i, future in enumerate(futures):
+                try:
+                    results.append(future.result())
+                except MigrationDataError as error:
+                    pool.shutdown(cancel_futures=True)
+                    raise error.after(_rows_in_ranges(mysql, database, plan, ranges[:i])) from None
+        return _joined(plan, path, results)
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
+            part.with_suffix(part.suffix + ".part").unlink(missing_ok=True)
+
+
+def _rows_in_ranges(mysql: MySQLResource, database: str, plan: TablePlan, ranges: list[KeyRange]) -> int:
+    total = 0
+    with mysql.connect(database) as connection, connection.cursor() as cur:
+        for key_range in ranges:
+            where, params = key_range.where()
+            cur.execute(f"SELECT COUNT(*) AS n FROM {mysql_ident(plan.name)} WHERE {where}", params)
+            total += cur.fetchone()["n"]
+    return total
+
+
+def _joined(plan: TablePlan, path: Path, parts: list[ExportResult]) -> ExportResult:
+    header = _header(plan)
+    digest = hashlib.sha256(header)
+    size = len(header)
+    tmp = path.with_suffix(path.suffix + ".part")
+    with open(tmp, "wb") as out:
+        out.write(header)
+        for part in parts:
+            with open(part.path, "rb") as source:
+                while block := source.read(COPY_BLOCK):
+                    out.write(block)
+                    digest.update(block)
+                    size += len(block)
+    tmp.replace(path)
+    rows = sum(p.rows for p in parts)
+    return ExportResult(rows, size, digest.hexdigest(), path, max([len(header), *(p.longest_record for p in parts)]))

@@ -13,6 +13,9 @@ from alkemio_assets.casts import OVERRIDES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "migration.toml"
+# a table above this many MB of source is exported in key ranges, one process each; off by
+# default: measured on 2 cores, every core is already busy with MIGRATION_WORKERS tables (README)
+CHUNK_MB = 0
 
 ServerKind = Literal["mysql", "postgres"]
 
@@ -85,6 +88,7 @@ class Settings:
     catalog_dir: Path
     workers: int  # tables moved at once inside a step
     shards: int  # steps per database (a cluster spreads them over its workers)
+    chunk_bytes: int  # a table with more source bytes is exported in key ranges, in processes (0: never)
     dagster_storage: Endpoint
     dagster_storage_database: str
 
@@ -105,10 +109,11 @@ def _port(env: Mapping[str, str], var: str, default: int, problems: list[str]) -
     return int(raw)
 
 
-def _positive(env: Mapping[str, str], var: str, default: int, what: str, problems: list[str]) -> int:
+def _positive(env: Mapping[str, str], var: str, default: int, what: str, problems: list[str], minimum: int = 1) -> int:
     raw = _text(env, var, str(default))
-    if not (raw.isdigit() and int(raw) > 0):
-        problems.append(f"{var}={raw!r} is not a positive number of {what}")
+    if not (raw.isdigit() and int(raw) >= minimum):
+        kind = "positive" if minimum == 1 else f"whole (at least {minimum})"
+        problems.append(f"{var}={raw!r} is not a {kind} number of {what}")
         return default
     return int(raw)
 
@@ -229,6 +234,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = 
     workdir = REPO_ROOT / _text(env, "MIGRATION_WORKDIR", "var")
     workers = _positive(env, "MIGRATION_WORKERS", 4, "parallel tables in a step", problems)
     shards = _positive(env, "MIGRATION_SHARDS", 1, "steps to split each database's tables into", problems)
+    chunk_mb = _positive(env, "MIGRATION_CHUNK_MB", CHUNK_MB, "MB of source per key range (0: off)", problems, 0)
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -238,6 +244,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = 
         workdir=workdir,
         workers=workers,
         shards=shards,
+        chunk_bytes=chunk_mb * 1_000_000,
         catalog_dir=REPO_ROOT / _text(env, "MIGRATION_CATALOG_DIR", str(workdir / "catalog")),
         dagster_storage=storage,
         dagster_storage_database=_text(env, "DAGSTER_PG_DB", "dagster"),

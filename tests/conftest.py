@@ -121,6 +121,15 @@ def failure_message(result) -> str:
     return "\n".join(texts)
 
 
+def failed_error_checks(result) -> list[tuple[str, str]]:
+    """(asset, check) of every ERROR-severity check of a run that did not pass."""
+    return [
+        (e.asset_key.to_user_string(), e.check_name)
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+
+
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.ephemeral() as inst:

@@ -8,7 +8,7 @@ import uuid
 
 import dagster as dg
 import pytest
-from conftest import materialize_all  # noqa: F401  (fixture helpers)
+from conftest import failed_error_checks, materialize_all  # noqa: F401  (fixture helpers)
 
 from alkemio_assets.definitions import build_definitions
 from alkemio_assets.settings import Settings
@@ -63,12 +63,7 @@ def test_every_check_runs_on_the_fixture_and_every_error_check_passes(migrated):
         "cross_database_references",
         "deferred_foreign_keys",
     }
-    failed_errors = [
-        (e.asset_key.to_user_string(), e.check_name)
-        for e in evaluations
-        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-    ]
-    assert failed_errors == []
+    assert failed_error_checks(result) == []
     # the fixture's baseline, like TypeORM's, lacks the FK indexes InnoDB made: a WARN with the fix
     warned = {e.check_name for e in evaluations if not e.passed}
     assert warned <= {"indexes", "query_plans"}
@@ -292,12 +287,7 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
         .resolve_job_def("migrate_all")
         .execute_in_process(instance=instance, raise_on_error=False)
     )
-    failed = [
-        (e.asset_key.to_user_string(), e.check_name)
-        for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-    ]
-    assert failed == [("alkemio/postgres/visual", "foreign_keys")]
+    assert failed_error_checks(result) == [("alkemio/postgres/visual", "foreign_keys")]
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "alkemio/postgres/visual" in materialized
     assert "migration/report" not in materialized and "migration/cutover" not in materialized

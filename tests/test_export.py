@@ -10,7 +10,16 @@ import pytest
 
 from alkemio_assets.catalog import read_mysql_catalog
 from alkemio_assets.errors import MigrationDataError
-from alkemio_assets.export import csv_field, export_table
+from alkemio_assets.export import (
+    KeyRange,
+    chunk_count,
+    csv_field,
+    export_in_ranges,
+    export_table,
+    integer_bounds,
+    key_ranges,
+    uuid_bounds,
+)
 from alkemio_assets.plan import plan_table
 from alkemio_assets.target import TargetColumn, TargetTable
 from resources import MySQLResource
@@ -139,5 +148,93 @@ def test_generated_columns_are_not_exported(mysql: MySQLResource, unique_name: s
         with mysql.connect(db, raw=True) as conn:
             result = export_table(conn, plan, tmp_path / "g.csv")
         assert result.path.read_text().splitlines() == ["id,v", "1,a", "2,b"]
+    finally:
+        mysql.drop_database(db)
+
+
+# -- a big table in key ranges -----------------------------------------------------------------
+
+
+def test_how_many_ranges_a_table_takes():
+    assert chunk_count(200_000_000, 64_000_000, 4) == 4
+    assert chunk_count(100_000_000, 64_000_000, 4) == 2
+    assert chunk_count(200_000_000, 64_000_000, 2) == 2  # never more processes than workers
+    assert chunk_count(1_000, 64_000_000, 4) == 1
+    assert chunk_count(200_000_000, 0, 4) == 1  # MIGRATION_CHUNK_MB=0: never split
+
+
+def test_bounds_split_the_key_space_evenly():
+    assert uuid_bounds(4) == ["400", "800", "c00"]
+    assert uuid_bounds(3) == ["555", "aaa"]
+    assert integer_bounds(1, 100, 4) == [26, 51, 76]
+    assert integer_bounds(5, 6, 4) == [6]  # fewer keys than parts: no empty duplicates
+    assert KeyRange("id", None, "400").where() == ("`id` < %s", ["400"])
+    assert KeyRange("id", "400", "800").where() == ("`id` >= %s AND `id` < %s", ["400", "800"])
+    assert KeyRange("id", 76, None).where() == ("`id` >= %s", [76])
+
+
+def _uuid_table(mysql: MySQLResource, db: str, rows: list[tuple[str, str | None]], charset: str = "utf8mb4"):
+    mysql.execute_script(
+        db, [f"CREATE TABLE u (id char(36) NOT NULL PRIMARY KEY, v text CHARACTER SET {charset} NULL)"]
+    )
+    with mysql.connect(db) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO u VALUES (%s, %s)", rows)
+        source = read_mysql_catalog(conn, db).table("u")
+    id_target = TargetColumn("id", "uuid", "uuid", True, False, None, None, None, None, (), None, False)
+    plan = plan_table("db", source, TargetTable("u", (id_target, _text_target("v")), ("id",), (("id",),), ()), {}, [])
+    assert plan is not None
+    return plan
+
+
+def test_ranges_join_into_the_file_the_whole_table_makes(mysql: MySQLResource, unique_name: str, tmp_path: Path):
+    """Four processes over four key ranges: the same header, the same rows (in key order), every
+    row once, and the manifest's size and SHA-256 are the joined file's."""
+    import hashlib
+    import uuid
+
+    db = f"{unique_name}_ranges"
+    mysql.create_database(db)
+    try:
+        keys = sorted(str(uuid.UUID(int=(i * 0x9E3779B97F4A7C15 << 64) % (1 << 128) | i)) for i in range(1, 400))
+        plan = _uuid_table(mysql, db, [(k, VALUES[i % len(VALUES)]) for i, k in enumerate(keys)])
+        with mysql.connect(db, raw=True) as conn:
+            whole = export_table(conn, plan, tmp_path / "whole.csv")
+            ranges = key_ranges(conn, plan, 4)
+        assert [r.describe() for r in ranges] == [
+            "id in [, '400')",
+            "id in ['400', '800')",
+            "id in ['800', 'c00')",
+            "id in ['c00', )",
+        ]
+        joined = export_in_ranges(mysql, db, plan, tmp_path / "u.csv", ranges)
+        assert joined.rows == whole.rows == len(keys)
+        data = joined.path.read_bytes()
+        assert len(data) == joined.bytes and hashlib.sha256(data).hexdigest() == joined.sha256
+        whole_lines = whole.path.read_bytes().split(b"\r\n")
+        joined_lines = data.split(b"\r\n")
+        assert joined_lines[0] == whole_lines[0] == b"id,v"
+        assert sorted(joined_lines) == sorted(whole_lines)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["u.csv", "whole.csv"]  # no part left behind
+    finally:
+        mysql.drop_database(db)
+
+
+def test_a_bad_value_in_a_later_range_is_named_at_its_row_in_the_file(
+    mysql: MySQLResource, unique_name: str, tmp_path: Path
+):
+    db = f"{unique_name}_rangebad"
+    mysql.create_database(db)
+    try:
+        rows = [(f"{h}0000000-0000-4000-8000-00000000000{i}", "ok") for h in "0123456789abcdef" for i in range(2)]
+        plan = _uuid_table(mysql, db, rows, charset="latin1")
+        with mysql.connect(db) as conn, conn.cursor() as cur:
+            # the 4th row of the range from 'c00' (c0, c1, d0, d1) is the 28th of the file
+            cur.execute("UPDATE u SET v = _binary'x\\0\\1' WHERE id = 'd0000000-0000-4000-8000-000000000001'")
+        with mysql.connect(db, raw=True) as conn:
+            ranges = key_ranges(conn, plan, 4)
+        with pytest.raises(MigrationDataError) as err:
+            export_in_ranges(mysql, db, plan, tmp_path / "u.csv", ranges)
+        assert "db.u, CSV row 28 " in str(err.value) and "column v" in str(err.value)
+        assert list(tmp_path.iterdir()) == []  # nothing of the table written
     finally:
         mysql.drop_database(db)

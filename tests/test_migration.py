@@ -7,9 +7,8 @@ import hashlib
 import json
 from dataclasses import replace
 
-import dagster as dg
 import pytest
-from conftest import materialize_all, migration_settings, run_job
+from conftest import failed_error_checks, materialize_all, migration_settings, run_job
 from fidelity import compare_table
 from psycopg import sql
 
@@ -209,12 +208,7 @@ def test_sharded_steps_move_every_table_into_one_manifest(
     databases, _ = generated_source
     settings = replace(migration_settings(databases, str(tmp_path)), shards=3)
     result = materialize_all(settings, instance)
-    failed = [
-        (e.asset_key.to_user_string(), e.check_name)
-        for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-    ]
-    assert failed == []
+    assert failed_error_checks(result) == []
     # the cycle's edge crosses shards: it is proven once the whole database is loaded
     assert ("alkemio/verified", "deferred_foreign_keys") in {
         (e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations()
@@ -236,3 +230,17 @@ def test_sharded_steps_move_every_table_into_one_manifest(
         # each step stages in its own DuckDB file: steps of one database may run at once
         assert {p.name for p in folder.glob("*.duckdb")} <= {f"staging.{s}.duckdb" for s in mine}
         assert not (folder / "staging.duckdb").exists()
+
+
+def test_key_ranges_move_every_value(generated_source, target_databases, tmp_path, instance, mysql: MySQLResource):
+    """Every table whose key can be split exported in four key ranges at once (a chunk of one
+    byte): every error-severity check passes, the content fingerprints included."""
+    databases, _ = generated_source
+    settings = replace(migration_settings(databases, str(tmp_path)), chunk_bytes=1)
+    result = materialize_all(settings, instance)
+    assert failed_error_checks(result) == []
+    manifest = json.loads((settings.workdir / "runs" / result.run_id / "alkemio" / MANIFEST).read_text())
+    assert len(manifest["tables"]["user"]["key_ranges"]) == settings.workers
+    assert manifest["tables"]["user"]["rows"] == manifest["tables"]["user"]["loaded_rows"] > 0
+    split = [t for t, entry in manifest["tables"].items() if "key_ranges" in entry]
+    assert len(split) > 20, split

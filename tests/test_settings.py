@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alkemio_assets.settings import DEFAULT_CONFIG, SettingsError, load_settings
+from alkemio_assets.settings import CHUNK_MB, DEFAULT_CONFIG, SettingsError, load_settings
 
 BASE = {
     "DATABASE_TYPE": "postgres",
@@ -37,9 +37,10 @@ def test_kratos_names_are_overridable():
 
 
 def test_parallelism_is_configuration():
-    assert (load_settings(BASE).workers, load_settings(BASE).shards) == (4, 1)
-    s = load_settings({**BASE, "MIGRATION_WORKERS": "2", "MIGRATION_SHARDS": "3"})
-    assert (s.workers, s.shards) == (2, 3)
+    default = load_settings(BASE)
+    assert (default.workers, default.shards, default.chunk_bytes) == (4, 1, CHUNK_MB * 1_000_000)
+    s = load_settings({**BASE, "MIGRATION_WORKERS": "2", "MIGRATION_SHARDS": "3", "MIGRATION_CHUNK_MB": "0"})
+    assert (s.workers, s.shards, s.chunk_bytes) == (2, 3, 0)
 
 
 def test_settings_hold_no_secret():
@@ -60,6 +61,7 @@ def test_settings_hold_no_secret():
         ({"MYSQL_ROOT_PASSWORD": None}, "MYSQL_ROOT_PASSWORD is not set"),
         ({"MIGRATION_WORKERS": "0"}, "MIGRATION_WORKERS='0' is not a positive number of parallel tables"),
         ({"MIGRATION_SHARDS": "two"}, "MIGRATION_SHARDS='two' is not a positive number of steps"),
+        ({"MIGRATION_CHUNK_MB": "-1"}, "MIGRATION_CHUNK_MB='-1' is not a whole (at least 0) number of MB"),
     ],
 )
 def test_bad_configuration_is_named(change: dict[str, str | None], message: str):
