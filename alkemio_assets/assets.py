@@ -1,10 +1,11 @@
-"""Catalog snapshot -> asset specs -> one multi-asset per database pair.
+"""Catalog snapshot -> asset specs -> one multi-asset per database pair (or per shard).
 
 Three assets per table (`DB/csv/T` -> `DB/staged/T` -> `DB/postgres/T`), all in one subsettable
 multi-asset step per database, as Dagster's own integrations do (dbt, sling, dlt): a run over
 every table costs one step, not one process per table and stage, and any single table can
 still be materialized alone. Each loaded table depends on the loaded tables its foreign keys
-name, so the lineage mirrors the schema.
+name, so the lineage mirrors the schema. On a cluster, MIGRATION_SHARDS splits a database's
+tables into that many steps of about equal size; the assets and the lineage stay the same.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.

@@ -1,4 +1,4 @@
-"""Inside the one step per database: contract first, then export -> stage -> load per table,
+"""Inside a database's step (one, or one per shard): contract first, then export -> stage -> load per table,
 tables in parallel, each table's assets reported as soon as they are done, fail fast."""
 
 from __future__ import annotations
