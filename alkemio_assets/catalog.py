@@ -244,7 +244,8 @@ WHERE CONSTRAINT_SCHEMA = %s AND CHECK_CLAUSE LIKE '%%json_valid%%'
 
 
 def read_table_sizes(connection: Any, database: str) -> dict[str, int]:
-    """Bytes of data per base table (InnoDB's estimate): how the tables are split into shards."""
+    """Bytes of data per base table (InnoDB's estimate): how tables are balanced over shards
+    and when a big one is exported in key ranges."""
     with connection.cursor() as cur:
         cur.execute(
             "SELECT TABLE_NAME AS name, COALESCE(DATA_LENGTH, 0) AS bytes FROM information_schema.TABLES "

@@ -29,7 +29,7 @@ class Snapshot:
     target: TargetCatalog
     taken_at: datetime
     described: str  # the two servers, without secrets
-    sizes: Mapping[str, int] = field(default_factory=dict)  # source bytes per table, to balance shards
+    sizes: Mapping[str, int] = field(default_factory=dict)  # source bytes per table: shards, key ranges
 
     def age(self, now: datetime | None = None) -> timedelta:
         return (now or datetime.now(UTC)) - self.taken_at
