@@ -136,12 +136,12 @@ def build_pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definit
         warnings.warn(f"{pair.name}: {exc}", stacklevel=2)
         plans = None
     specs = get_asset_specs(pair, snapshot, plans)
-    assets = table_assets(pair, [t for t in snapshot.source.tables if t.name not in pair.exclude])
-    shards = shard_tables(list(assets), snapshot.sizes, settings.shards)
+    tables = [t.name for t in snapshot.source.tables if t.name not in pair.exclude]
+    shards = shard_tables(tables, snapshot.sizes, settings.shards)
     steps = []
     for i, shard in enumerate(shards):
-        keys = {key for table in shard for key in assets[table].keys.values()}
-        mine = [spec for spec in specs if spec.key in keys]
+        parts = {key_part(table) for table in shard}  # a spec's key is [database, stage, part]
+        mine = [spec for spec in specs if spec.key.path[-1] in parts]
         steps.append(tables_step(pair, settings, snapshot, mine, step_name(pair, i, len(shards))))
 
     from alkemio_assets.verification import verified_asset

@@ -42,5 +42,5 @@ class MigrationDataError(RuntimeError):
 
     def after(self, rows: int) -> MigrationDataError:
         """The same error, its row counted after `rows` rows that come before it in the file."""
-        row = None if self.row is None else self.row + rows
-        return type(self)(self.database, self.table, row, self.column, self.value, self.problem, self.hint)
+        cls, (database, table, row, *rest) = self.__reduce__()
+        return cls(database, table, None if row is None else row + rows, *rest)

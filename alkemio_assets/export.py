@@ -218,15 +218,28 @@ SPLITTERS: dict[str, Any] = {"uuid": _uuid_split, "integer": _integer_split, "in
 
 
 def key_ranges(connection: Any, plan: TablePlan, parts: int) -> list[KeyRange]:
-    """`parts` ranges of the first primary-key column, or one (the whole table) when the table
-    is small, has no primary key, or its key has no splitter."""
+    """`parts` ranges of the first primary-key column, or none (the table stays whole) when the
+    table is small, has no primary key, or its key has no splitter."""
     key = plan.source.primary_key
     column = next((c for c in plan.columns if key and c.name == key[0]), None)
     split = SPLITTERS.get(column.rule.name) if column else None
     if parts < 2 or column is None or split is None:
-        return [KeyRange("")]
+        return []
     edges: list[str | int | None] = [None, *split(connection, plan, column, parts), None]
-    return [KeyRange(column.name, low, high) for low, high in pairwise(edges)]
+    ranges = [KeyRange(column.name, low, high) for low, high in pairwise(edges)]
+    return ranges if len(ranges) > 1 else []
+
+
+def export(
+    mysql: MySQLResource, database: str, plan: TablePlan, path: Path, parts: int
+) -> tuple[ExportResult, list[KeyRange]]:
+    """The table into `path`: whole, or in up to `parts` key ranges at once when its key splits;
+    with the ranges it took (none: whole)."""
+    with mysql.connect(database, raw=True) as connection:
+        ranges = key_ranges(connection, plan, parts)
+        if not ranges:
+            return export_table(connection, plan, path), []
+    return export_in_ranges(mysql, database, plan, path, ranges), ranges
 
 
 def _export_range(

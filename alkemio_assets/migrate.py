@@ -19,7 +19,7 @@ import duckdb
 
 from alkemio_assets.assets import Stage, TableAssets, step_name, table_assets
 from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.export import chunk_count, export_in_ranges, export_table, key_ranges
+from alkemio_assets.export import chunk_count, export
 from alkemio_assets.graph import LoadOrder, load_order
 from alkemio_assets.load import load_table
 from alkemio_assets.plan import ContractError, TablePlan, plan_database
@@ -250,12 +250,8 @@ def run_pair(
         if "csv" in stages:
             wall = time.time()
             parts = chunk_count(snapshot.sizes.get(name, 0), settings.chunk_bytes, settings.workers)
-            with mysql.connect(pair.source_database, raw=True) as conn:
-                ranges = key_ranges(conn, plan, parts)
-                if len(ranges) == 1:
-                    exported = export_table(conn, plan, csv_path)
-            if len(ranges) > 1:
-                exported = export_in_ranges(mysql, pair.source_database, plan, csv_path, ranges)
+            exported, ranges = export(mysql, pair.source_database, plan, csv_path, parts)
+            if ranges:
                 manifest.record(name, key_ranges=[r.describe() for r in ranges])
             manifest.record(
                 name,

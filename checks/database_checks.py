@@ -16,7 +16,7 @@ from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.sql import first, mysql_ident
 from alkemio_assets.target import TargetCatalog, TargetForeignKey, read_pg_catalog
 from checks import check_result
-from checks.table_checks import orphans
+from checks.table_checks import orphan_evidence, orphans
 from resources import MySQLResource, PostgresResource
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -189,10 +189,7 @@ def deferred_foreign_keys(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
             found, shown = orphans(conn, table, fks)
             counts.update({f"{table}.{name}": n for name, n in found.items()})
             samples.update({f"{table}.{name}": keys for name, keys in shown.items()})
-    metadata: dict = {"foreign_keys": len(counts), "orphans": dg.MetadataValue.json(counts)}
-    if samples:
-        metadata["orphan_keys"] = dg.MetadataValue.json(samples)
-    return _result(ctx, "deferred_foreign_keys", not any(counts.values()), ERROR, **metadata)
+    return _result(ctx, "deferred_foreign_keys", not any(counts.values()), ERROR, **orphan_evidence(counts, samples))
 
 
 def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:

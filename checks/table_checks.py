@@ -151,15 +151,21 @@ def orphans(conn: Any, table: str, fks: Iterable[TargetForeignKey]) -> tuple[dic
     return counts, samples
 
 
+def orphan_evidence(counts: dict[str, int], samples: dict[str, list[str]]) -> dict[str, Any]:
+    """A foreign-key check's metadata: keys checked, orphans per key, up to five orphan keys."""
+    metadata: dict[str, Any] = {"foreign_keys": len(counts), "orphans": dg.MetadataValue.json(counts)}
+    if samples:
+        metadata["orphan_keys"] = dg.MetadataValue.json(samples)
+    return metadata
+
+
 def foreign_keys(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """For every foreign key of the target table whose parent is loaded first: zero orphan rows
     (the load bypassed them). The others wait for the whole database: `deferred_foreign_keys`."""
     now = [fk for fk in ctx.plan.target.foreign_keys if ctx.lineage.loads_first(ctx.plan.name, fk.ref_table)]
     with ctx.postgres.connect(ctx.target_database) as conn:
         counts, samples = orphans(conn, ctx.plan.name, now)
-    metadata: dict = {"foreign_keys": len(counts), "orphans": dg.MetadataValue.json(counts)}
-    if samples:
-        metadata["orphan_keys"] = dg.MetadataValue.json(samples)
+    metadata = orphan_evidence(counts, samples)
     if deferred := sorted(fk.name for fk in ctx.plan.target.foreign_keys if fk not in now):
         metadata["proven_on_verified"] = dg.MetadataValue.json(deferred)
     return _result(ctx, "foreign_keys", not any(counts.values()), ERROR, **metadata)
