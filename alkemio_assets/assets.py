@@ -111,15 +111,16 @@ def get_asset_specs(pair: DatabasePair, snapshot: Snapshot, plans: dict[str, Tab
     return specs
 
 
-def get_check_specs(specs: list[dg.AssetSpec]) -> list[dg.AssetCheckSpec]:
+def get_check_specs(specs: list[dg.AssetSpec], plans: Mapping[str, TablePlan] | None) -> list[dg.AssetCheckSpec]:
     """The checklist items that hold per table, on each loaded table; ERROR ones block."""
-    from checks.table_checks import TABLE_CHECKS
+    from checks.table_checks import table_checks_for
 
+    by_part = {key_part(name): plan for name, plan in (plans or {}).items()}
     return [
         dg.AssetCheckSpec(name, asset=spec.key, description=text, blocking=severity == dg.AssetCheckSeverity.ERROR)
         for spec in specs
         if spec.key.path[1] == "postgres"
-        for name, (_, severity, text) in TABLE_CHECKS.items()
+        for name, (_, severity, text) in table_checks_for(by_part.get(spec.key.path[2])).items()
     ]
 
 
@@ -142,7 +143,7 @@ def build_pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definit
     for i, shard in enumerate(shards):
         parts = {key_part(table) for table in shard}  # a spec's key is [database, stage, part]
         mine = [spec for spec in specs if spec.key.path[-1] in parts]
-        steps.append(tables_step(pair, settings, snapshot, mine, step_name(pair, i, len(shards))))
+        steps.append(tables_step(pair, settings, snapshot, mine, plans, step_name(pair, i, len(shards))))
 
     from alkemio_assets.verification import verified_asset
 
@@ -168,7 +169,12 @@ def step_name(pair: DatabasePair, index: int, shards: int) -> str:
 
 
 def tables_step(
-    pair: DatabasePair, settings: Settings, snapshot: Snapshot, specs: list[dg.AssetSpec], name: str
+    pair: DatabasePair,
+    settings: Settings,
+    snapshot: Snapshot,
+    specs: list[dg.AssetSpec],
+    plans: Mapping[str, TablePlan] | None,
+    name: str,
 ) -> dg.AssetsDefinition:
     """One subsettable step for some tables of a database (all of them unless sharded). Where the
     foreign-key lineage crosses between shards, Dagster splits a shard's step in two or more
@@ -177,7 +183,7 @@ def tables_step(
     @dg.multi_asset(
         name=name,
         specs=specs,
-        check_specs=get_check_specs(specs),
+        check_specs=get_check_specs(specs, plans),
         can_subset=True,
         op_tags={"alkemio/target": pair.target_database},
         description=f"Export, stage and load tables of {pair.name}, many tables at once in one step.",

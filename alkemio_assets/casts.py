@@ -206,6 +206,17 @@ OVERRIDES: dict[str, CastRule] = {
         "bytes kept in a text column (the application's compressed whiteboards) become base64 text",
     ),
     "bytea": BYTEA,
+    # The characters are the bytes: each of U+0000..U+00FF becomes that byte again, so the
+    # deflate output the application wrote with Buffer#toString('binary') comes back whole.
+    "latin1_base64": CastRule(
+        "latin1_base64",
+        "base64(from_hex(array_to_string(list_transform(string_split(decode(unhex(substr({v}, 3))), ''), "
+        "lambda c: printf('%02x', unicode(c))), '')))",
+        "NOT regexp_full_match({v}, '" + _BYTEA_PATTERN + "') "
+        "OR regexp_matches(decode(unhex(substr({v}, 3))), '[^\\x{{00}}-\\x{{ff}}]')",
+        "holds a character above U+00FF, so it is not bytes written as latin-1 characters",
+        "bytes the application wrote as latin-1 characters into a utf8mb4 text column become base64 of those bytes",
+    ),
 }
 
 

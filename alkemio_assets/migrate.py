@@ -28,7 +28,8 @@ from alkemio_assets.snapshot import Snapshot
 from alkemio_assets.sql import mysql_ident
 from alkemio_assets.staging import prepare, stage_table
 from alkemio_assets.target import read_pg_catalog
-from checks.table_checks import TABLE_CHECKS, TableCheckContext
+from checks import run_check
+from checks.table_checks import TableCheckContext, table_checks_for
 from resources import MySQLResource, PostgresResource
 
 MANIFEST = "migration_manifest.json"
@@ -401,7 +402,10 @@ def run_checks(
             lineage,
         )
         wall = time.time()
-        results = [TABLE_CHECKS[check][0](ctx) for check in sorted(wanted[name])]
+        checks = table_checks_for(plans[name])
+        results = [
+            run_check(checks[check][0], ctx, ctx.asset_key, check, checks[check][1]) for check in sorted(wanted[name])
+        ]
         manifest.span(name, "checks", wall)
         manifest.record(
             name,

@@ -192,6 +192,44 @@ def plan_table(
     return TablePlan(database, source, target, tuple(columns), skipped)
 
 
+def configured_names(pair: DatabasePair, source: Catalog, target: TargetCatalog) -> list[str]:
+    """Every table and column migration.toml names for this pair, checked against the schemas,
+    so that a misspelt or outdated name stops the run here instead of inside a check."""
+    source_columns = {(t.name, c.name) for t in source.tables for c in t.columns}
+    target_columns = {(t.name, c.name) for t in target.tables for c in t.columns}
+    source_tables = {t.name for t in source.tables}
+    target_tables = {t.name for t in target.tables}
+    where = f"migration.toml databases.{pair.name}"
+    problems = []
+
+    def column(setting: str, qualified: str, columns: set[tuple[str, str]], side: str) -> None:
+        table, _, name = qualified.partition(".")
+        if (table, name) not in columns:
+            problems.append(f"{where}.{setting}: {qualified!r} is not a {side} column")
+
+    def table(setting: str, name: str, tables: set[str], side: str) -> None:
+        if name not in tables:
+            problems.append(f"{where}.{setting}: {name!r} is not a {side} table")
+
+    for qualified in pair.overrides:
+        column("overrides", qualified, source_columns, "source")
+    for name in pair.critical_tables:
+        table("critical_tables", name, target_tables, "target")
+    for name in pair.replace_seeded:
+        table("replace_seeded", name, target_tables, "target")
+    for name in pair.exclude:
+        table("exclude", name, source_tables, "source")
+    for qualified in pair.lookups:
+        column("lookups", qualified, target_columns, "target")
+    for ref in pair.references:
+        column("references", ref.column, source_columns, "source")
+        column("references", ref.column, target_columns, "target")
+    for seed_name, seed in pair.seed_tables.items():
+        if seed.table is not None:
+            table(f"seed_tables.{seed_name}", seed.table, target_tables, "target")
+    return problems
+
+
 def plan_tables(
     pair: DatabasePair, source: Catalog, target: TargetCatalog, only: set[str] | None = None
 ) -> tuple[dict[str, TablePlan], list[str]]:
@@ -199,11 +237,7 @@ def plan_tables(
     hold, and every gap found."""
     problems: list[str] = []
     plans: dict[str, TablePlan] = {}
-    for qualified in pair.overrides:
-        table_name, _, column_name = qualified.partition(".")
-        spec = next((t for t in source.tables if t.name == table_name), None)
-        if spec is None or not any(c.name == column_name for c in spec.columns):
-            problems.append(f"{pair.name}: override for {qualified}, which is not a source column")
+    problems += configured_names(pair, source, target)
     for table in source.tables:
         if table.name in pair.exclude or (only is not None and table.name not in only):
             continue

@@ -65,6 +65,14 @@ class CrossReference:
 
 
 @dataclass(frozen=True)
+class SeedTable:
+    """What a table name of the seed's checklist is called in this schema, or why it has none."""
+
+    table: str | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
 
@@ -77,6 +85,14 @@ class DatabasePair:
     replace_seeded: tuple[str, ...] = ()  # pre-filled target tables that may be replaced
     references: tuple[CrossReference, ...] = ()
     lookups: tuple[str, ...] = ()  # "table.column" lookups that must be able to use an index
+    seed_tables: Mapping[str, SeedTable] = field(default_factory=dict)  # seed's name -> this schema's
+
+    def seed_names(self) -> dict[str, str]:
+        """The seed's table names that this schema calls otherwise, or has no table for, and why."""
+        return {
+            name: f"table {seed.table}" if seed.table is not None else f"no table: {seed.reason}"
+            for name, seed in self.seed_tables.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,15 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                     f"migration.toml: databases.{name}.overrides.{column} needs a 'table.column' key and a reason"
                 )
             overrides[column] = Override(cast, reason)
+        seed_tables = {}
+        for seed_name, spec in entry.get("seed_tables", {}).items():
+            table, reason = spec.get("table"), str(spec.get("reason", "")).strip()
+            if (table is None) == (not reason):
+                problems.append(
+                    f"migration.toml: databases.{name}.seed_tables.{seed_name} needs either table = '...' "
+                    "(its name in this schema) or reason = '...' (why it has no table)"
+                )
+            seed_tables[seed_name] = SeedTable(table, reason)
         pairs.append(
             DatabasePair(
                 name=name,
@@ -164,6 +189,7 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                     for r in entry.get("references", ())
                 ),
                 lookups=tuple(entry.get("lookups", ())),
+                seed_tables=seed_tables,
             )
         )
     return tuple(pairs)

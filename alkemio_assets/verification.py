@@ -9,6 +9,7 @@ report also refuses a run folder whose recorded checks failed.
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from alkemio_assets.graph import deferred_foreign_keys, load_order
 from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.snapshot import Snapshot
 from alkemio_assets.sql import first
+from checks import run_check
 from checks.database_checks import DatabaseCheckContext, checks_for
 from resources import MySQLResource, PostgresResource
 
@@ -88,7 +90,7 @@ def verified_asset(
         """Run the database-level checklist items for one database pair."""
         ctx = DatabaseCheckContext(pair, settings, mysql, postgres, key, deferred)
         selected = {c.name for c in context.selected_asset_check_keys}
-        results = [fn(ctx) for name, (fn, _, _) in chosen.items() if name in selected]
+        results = [run_check(fn, ctx, key, name, severity) for name, (fn, severity, _) in chosen.items() if name in selected]
         folder = settings.workdir / "runs" / context.run.run_id / pair.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / VERIFICATION).write_text(
@@ -152,7 +154,7 @@ def failed_errors(databases: dict) -> list[str]:
     return failed
 
 
-def render(databases: dict, run: str) -> str:
+def render(databases: dict, run: str, seed_names: Mapping[str, Mapping[str, str]] | None = None) -> str:
     lines = [f"# Migration report, run {run}", "", f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", ""]
     for name, db in databases.items():
         lines += [
@@ -160,6 +162,12 @@ def render(databases: dict, run: str) -> str:
             "",
             f"{db['source']} -> {db['target']}: {db['outcome']}",
             "",
+        ]
+        renamed = (seed_names or {}).get(name, {})
+        if renamed:
+            lines += ["The seed's critical tables by their names in this schema:", ""]
+            lines += [f"- `{seed}`: {meaning}" for seed, meaning in renamed.items()] + [""]
+        lines += [
             "| table | MySQL rows | PostgreSQL rows | load | failed checks |",
             "|---|---|---|---|---|",
         ]
@@ -197,7 +205,8 @@ def report_assets(settings: Settings, upstream: list[dg.AssetKey]) -> list[dg.As
         folder = _run_folder(settings, context.run.run_id)
         databases = gather(folder)
         (folder / "report.json").write_text(json.dumps(databases, indent=1, sort_keys=True) + "\n")
-        (folder / "report.md").write_text(render(databases, folder.name))
+        seeds = {pair.name: pair.seed_names() for pair in settings.pairs}
+        (folder / "report.md").write_text(render(databases, folder.name, seeds))
         if failed := failed_errors(databases):
             raise dg.Failure(
                 f"ERROR checks failed, cut-over blocked: {failed}",

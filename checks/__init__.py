@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -14,3 +15,16 @@ def check_result(
     return dg.AssetCheckResult(
         asset_key=asset_key, check_name=name, passed=passed, severity=severity, metadata=metadata
     )
+
+
+def run_check(
+    fn: Callable[[Any], dg.AssetCheckResult], ctx: Any, asset_key: dg.AssetKey, name: str, severity: dg.AssetCheckSeverity
+) -> dg.AssetCheckResult:
+    """One check, whatever it meets: a check that raises has failed, with the exception as its
+    evidence, and the checks after it still run."""
+    try:
+        return fn(ctx)
+    except Exception as exc:  # a check's own fault must not hide the others' verdicts
+        return check_result(
+            asset_key, name, False, severity, error=dg.MetadataValue.text(f"{type(exc).__name__}: {exc}")
+        )

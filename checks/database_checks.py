@@ -61,6 +61,7 @@ def critical_tables(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
         ERROR,
         rows=dg.MetadataValue.json(rows),
         missing_or_empty=dg.MetadataValue.json(failing),
+        seed_names=dg.MetadataValue.json(ctx.pair.seed_names()),
     )
 
 

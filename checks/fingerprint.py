@@ -85,6 +85,8 @@ CANONICAL: dict[str, tuple[Callable[[Any], str], Callable[[Any], str]]] = {
     "jsonb": (_parse_json, _parse_json),
     "bytea": (lambda raw: bytes(raw).hex(), lambda v: bytes(v).hex()),
     "base64": (lambda raw: base64.b64encode(bytes(raw)).decode(), lambda v: v),
+    # the stored text's characters are the bytes; PostgreSQL holds their base64
+    "latin1_base64": (lambda raw: bytes(raw).decode("utf-8").encode("latin-1").hex(), lambda v: base64.b64decode(v).hex()),
     "text": (lambda raw: raw, lambda v: v),
     "enum": (lambda raw: raw, lambda v: v),
 }
@@ -99,7 +101,7 @@ _MYSQL_MOMENT, _PG_MOMENT = "DATE_FORMAT({v}, '%Y-%m-%d %H:%i:%s.%f')", "to_char
 
 # rule name -> (MySQL expression, PostgreSQL expression) giving the same text for the same value
 SQL_CANONICAL: dict[str, tuple[str, str]] = {
-    "flag": ("CAST({v} AS CHAR)", "CASE WHEN {v} THEN '1' ELSE '0' END"),
+    "flag": ("CAST({v} AS CHAR)", "CASE {v} WHEN true THEN '1' WHEN false THEN '0' END"),  # NULL stays NULL
     "integer": ("CAST({v} + 0 AS CHAR)", "{v}::text"),  # + 0: ZEROFILL's padding is not the value
     "integer_numeric": ("CAST({v} + 0 AS CHAR)", "{v}::text"),
     "year": ("CAST({v} + 0 AS CHAR)", "{v}::text"),

@@ -19,6 +19,7 @@ from alkemio_assets.plan import TablePlan
 from alkemio_assets.sql import first, mysql_ident
 from alkemio_assets.target import TargetForeignKey
 from checks import check_result
+from checks.documents import compressed_columns, mysql_documents, postgres_documents
 from checks.fingerprint import (
     BUCKETS,
     Fingerprint,
@@ -310,6 +311,26 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
     )
 
 
+def compressed_documents(ctx: TableCheckContext) -> dg.AssetCheckResult:
+    """Every compressed document inflates on MySQL as the MySQL application reads it and on
+    PostgreSQL as the PostgreSQL application reads it, and the inflated documents are equal."""
+    evidence, passed = {}, True
+    for column in compressed_columns(ctx.plan):
+        left = mysql_documents(ctx.mysql, ctx.source_database, ctx.plan, column)
+        right = postgres_documents(ctx.postgres, ctx.target_database, ctx.plan, column)
+        equal = left.fingerprint.buckets == right.fingerprint.buckets and left.fingerprint.rows == right.fingerprint.rows
+        passed = passed and equal and not left.failed and not right.failed
+        evidence[column.name] = {
+            "inflated_mysql": left.fingerprint.rows,
+            "inflated_postgres": right.fingerprint.rows,
+            "not_inflating_mysql": left.failed,
+            "not_inflating_postgres": right.failed,
+            "sample_keys_not_inflating": left.failed_keys + right.failed_keys,
+            "documents_equal": equal,
+        }
+    return _result(ctx, "compressed_documents", passed, ERROR, columns=dg.MetadataValue.json(evidence))
+
+
 def _short(value: str | None, limit: int = 80) -> str | None:
     if value is None or len(value) <= limit:
         return value
@@ -333,3 +354,26 @@ TABLE_CHECKS: dict[str, tuple[Callable[[TableCheckContext], dg.AssetCheckResult]
     "sequences": (sequences, ERROR, "Every owned sequence is past its column's maximum."),
     "samples": (samples, ERROR, "First rows side by side; no U+FFFD replacement characters gained."),
 }
+
+# Checks that hold only for some tables: the name, and which tables.
+CONDITIONAL_TABLE_CHECKS: dict[
+    str, tuple[Callable[[TableCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str, Callable[[TablePlan], bool]]
+] = {
+    "compressed_documents": (
+        compressed_documents,
+        ERROR,
+        "Every compressed document inflates as each application reads it, to the same document on both sides.",
+        lambda plan: bool(compressed_columns(plan)),
+    ),
+}
+
+
+def table_checks_for(
+    plan: TablePlan | None,
+) -> dict[str, tuple[Callable[[TableCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str]]:
+    """The checks of one table: every table's, and those that hold for it."""
+    chosen = dict(TABLE_CHECKS)
+    for name, (fn, severity, text, applies) in CONDITIONAL_TABLE_CHECKS.items():
+        if plan is not None and applies(plan):
+            chosen[name] = (fn, severity, text)
+    return chosen

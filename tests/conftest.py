@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,14 @@ for _var in ("DATABASE_PASSWORD", "MYSQL_ROOT_PASSWORD", "DAGSTER_PG_PASSWORD"):
     os.environ.setdefault(_var, "")
 
 from alkemio_assets.settings import Settings, load_settings  # noqa: E402
-from fixtures import FIXTURE_DATABASES, apply_source_schema, apply_target_schema  # noqa: E402
+from fixtures import (  # noqa: E402
+    FIXTURE_DATABASES,
+    HANDWRITTEN,
+    HANDWRITTEN_CONFIG,
+    REAL,
+    apply_source_schema,
+    apply_target_schema,
+)
 from fixtures.generator import TableReport, generate  # noqa: E402
 from resources import MySQLResource, PostgresResource  # noqa: E402
 
@@ -43,32 +52,54 @@ def unique_name() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def source_databases(mysql: MySQLResource, unique_name: str) -> Iterator[dict[str, str]]:
-    """Both fixture databases on MySQL, schema applied, empty but for the schema's seed rows."""
+@contextmanager
+def _fixture_databases(server, apply, unique_name: str, root: Path) -> Iterator[dict[str, str]]:
+    """Both fixture databases of `root` on one server, schema applied; dropped afterwards."""
     names = {name: f"{unique_name}_{name}" for name in FIXTURE_DATABASES}
     try:
         for name, database in names.items():
-            mysql.create_database(database)
-            apply_source_schema(mysql, name, database)
+            server.create_database(database)
+            apply(server, name, database, root)
         yield names
     finally:
         for database in names.values():
-            mysql.drop_database(database)
+            server.drop_database(database)
+
+
+def fixture_sources(mysql: MySQLResource, unique_name: str, root: Path):
+    return _fixture_databases(mysql, apply_source_schema, unique_name, root)
+
+
+def fixture_targets(postgres: PostgresResource, unique_name: str, root: Path):
+    return _fixture_databases(postgres, apply_target_schema, unique_name, root)
+
+
+@pytest.fixture
+def source_databases(mysql: MySQLResource, unique_name: str) -> Iterator[dict[str, str]]:
+    """Both hand-written fixture databases on MySQL, schema applied, empty but for the schema's seed rows."""
+    with fixture_sources(mysql, unique_name, HANDWRITTEN) as names:
+        yield names
 
 
 @pytest.fixture
 def target_databases(postgres: PostgresResource, unique_name: str) -> Iterator[dict[str, str]]:
-    """Both fixture databases on PostgreSQL with the baseline schema."""
-    names = {name: f"{unique_name}_{name}" for name in FIXTURE_DATABASES}
-    try:
-        for name, database in names.items():
-            postgres.create_database(database)
-            apply_target_schema(postgres, name, database)
+    """Both hand-written fixture databases on PostgreSQL with the baseline schema."""
+    with fixture_targets(postgres, unique_name, HANDWRITTEN) as names:
         yield names
-    finally:
-        for database in names.values():
-            postgres.drop_database(database)
+
+
+@pytest.fixture
+def real_source_databases(mysql: MySQLResource, unique_name: str) -> Iterator[dict[str, str]]:
+    """Alkemio's and Kratos's real MySQL schemas (from their migrations), empty but for the ledgers."""
+    with fixture_sources(mysql, unique_name, REAL) as names:
+        yield names
+
+
+@pytest.fixture
+def real_target_databases(postgres: PostgresResource, unique_name: str) -> Iterator[dict[str, str]]:
+    """Alkemio's PostgreSQL baseline and Kratos's PostgreSQL migrations, empty but for the ledgers."""
+    with fixture_targets(postgres, unique_name, REAL) as names:
+        yield names
 
 
 @pytest.fixture
@@ -84,7 +115,6 @@ def generated_source(
 import dagster as dg  # noqa: E402
 
 from alkemio_assets.definitions import build_definitions  # noqa: E402
-from alkemio_assets.settings import REPO_ROOT  # noqa: E402
 
 
 def migration_settings(databases: dict[str, str], workdir: str, config_path=None) -> Settings:
@@ -96,7 +126,7 @@ def migration_settings(databases: dict[str, str], workdir: str, config_path=None
     env.pop("MYSQL_DATABASE", None)
     env.pop("DATABASE_NAME", None)
     env["MIGRATION_WORKDIR"] = workdir
-    return load_settings(env, config_path=config_path or REPO_ROOT / "migration.toml")
+    return load_settings(env, config_path=config_path or HANDWRITTEN_CONFIG)
 
 
 def run_job(settings: Settings, instance: dg.DagsterInstance, job: str, selection: list[str] | None = None):

@@ -31,6 +31,9 @@ def expected(column: ColumnPlan) -> Callable[[Any], Any]:
     rule = column.rule.name
     if column.override is not None and column.override.cast == "base64":
         return lambda raw: base64.b64encode(raw).decode()
+    if column.override is not None and column.override.cast == "latin1_base64":
+        # the stored text's characters are the bytes (the application's Buffer#toString('binary'))
+        return lambda raw: base64.b64encode(raw.decode("utf-8").encode("latin-1")).decode()
     conversions: dict[str, Callable[[Any], Any]] = {
         "flag": lambda raw: raw == "1",
         "integer": int,

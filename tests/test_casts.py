@@ -35,6 +35,8 @@ EXAMPLES: dict[str, tuple[str, str, object, str | None]] = {
     "enum": ("VARCHAR", "read", "read", None),
     "bytea": ("VARCHAR", "\\x00ff", "\\x00ff", "\\x0"),
     "base64": ("VARCHAR", "\\x00ff41", "AP9B", "00ff"),
+    # U+0000, U+00FF, 'A' as MySQL stores them (UTF-8): the bytes 00 ff 41; the euro sign is no byte
+    "latin1_base64": ("VARCHAR", "\\x00c3bf41", "AP9B", "\\xe282ac"),
 }
 
 

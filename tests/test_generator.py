@@ -11,7 +11,7 @@ import pytest
 
 from alkemio_assets.catalog import Catalog, ColumnSpec, TableSpec, read_mysql_catalog
 from alkemio_assets.sql import mysql_ident as q
-from fixtures import FIXTURE_DATABASES, apply_source_schema, values
+from fixtures import FIXTURE_DATABASES, HANDWRITTEN, apply_source_schema, values
 from fixtures.generator import (
     BINARY_TYPES,
     TEXT_TYPES,
@@ -253,7 +253,7 @@ def test_same_seed_same_bytes(mysql: MySQLResource, generated_source: Generated,
     try:
         for name, db in again.items():
             mysql.create_database(db)
-            apply_source_schema(mysql, name, db)
+            apply_source_schema(mysql, name, db, HANDWRITTEN)
         generate(mysql, again, 0.001)
         for name, catalog in _catalogs(mysql, databases).items():
             for table in catalog.tables:

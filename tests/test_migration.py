@@ -84,7 +84,7 @@ def test_every_index_of_the_target_schema_is_there_after_the_load(
     migrated, postgres: PostgresResource, unique_name: str
 ):
     """The load builds secondary indexes after the COPY: the same definitions as a fresh schema."""
-    from fixtures import apply_target_schema
+    from fixtures import HANDWRITTEN, apply_target_schema
 
     _, databases, _ = migrated
     query = "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
@@ -92,7 +92,7 @@ def test_every_index_of_the_target_schema_is_there_after_the_load(
         fresh = f"{unique_name}_fresh_{name}"
         postgres.create_database(fresh)
         try:
-            apply_target_schema(postgres, name, fresh)
+            apply_target_schema(postgres, name, fresh, HANDWRITTEN)
             with postgres.connect(fresh) as conn:
                 expected = conn.execute(query).fetchall()
             with postgres.connect(database) as conn:

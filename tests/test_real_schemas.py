@@ -1,0 +1,154 @@
+"""The applications' real schemas (generated from their own migrations) with the shipped
+migration.toml: every table moves, every ERROR check passes, every value arrives, and every
+compressed whiteboard opens on PostgreSQL as the PostgreSQL application opens it."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+import zlib
+from dataclasses import replace
+
+import dagster as dg
+import pytest
+from conftest import (
+    TEST_SCALE,
+    failed_error_checks,
+    fixture_sources,
+    fixture_targets,
+    materialize_all,
+    migration_settings,
+)
+from fidelity import compare_table
+from psycopg import sql
+
+from alkemio_assets.catalog import read_mysql_catalog
+from alkemio_assets.plan import configured_names, plan_database
+from alkemio_assets.settings import DEFAULT_CONFIG, CrossReference, SeedTable
+from alkemio_assets.target import read_pg_catalog
+from checks import run_check
+from fixtures import REAL
+from fixtures.generator import generate
+from resources import MySQLResource, PostgresResource
+
+pytestmark = pytest.mark.e2e
+WHITEBOARDS = {"whiteboard": "content", "callout_contribution_defaults": "whiteboardContent"}
+
+
+@pytest.fixture(scope="module")
+def real_migrated(mysql: MySQLResource, postgres: PostgresResource, tmp_path_factory):
+    """Migrated once for the module's tests, which only read it."""
+    unique_name = f"t{uuid.uuid4().hex[:12]}"
+    with (
+        fixture_sources(mysql, unique_name, REAL) as databases,
+        fixture_targets(postgres, unique_name, REAL),
+        dg.DagsterInstance.ephemeral() as instance,
+    ):
+        generate(mysql, databases, TEST_SCALE)
+        workdir = str(tmp_path_factory.mktemp("real"))
+        settings = migration_settings(databases, workdir, config_path=DEFAULT_CONFIG)
+        yield settings, databases, materialize_all(settings, instance)
+
+
+def _plans(settings, mysql: MySQLResource, postgres: PostgresResource, name: str, database: str):
+    with mysql.connect() as conn:
+        source = read_mysql_catalog(conn, database)
+    with postgres.connect(database) as conn:
+        target = read_pg_catalog(conn, database)
+    return plan_database(settings.pair(name), source, target)
+
+
+def test_the_shipped_configuration_moves_the_real_schemas(real_migrated, mysql, postgres):
+    settings, databases, result = real_migrated
+    assert failed_error_checks(result) == []
+    evaluated = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    for table in WHITEBOARDS:
+        assert evaluated[(f"alkemio/postgres/{table}", "compressed_documents")].passed
+    assert evaluated[("alkemio/verified", "cross_database_references")].passed
+    report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
+    assert "`comment`: no table: comments are messages of a room" in report
+    assert "`activity_log`: table activity" in report
+    # every value, compared without the fingerprint's code
+    for name, database in databases.items():
+        for plan in _plans(settings, mysql, postgres, name, database).values():
+            assert compare_table(mysql, database, postgres, database, plan) == [], plan.name
+
+
+def test_every_whiteboard_opens_on_postgresql_as_it_did_on_mysql(real_migrated, mysql, postgres):
+    """zlib alone: the MySQL application's reading (characters are bytes) against the PostgreSQL
+    application's (base64 of the deflate bytes, zlib header first)."""
+    _, databases, _ = real_migrated
+    for table, column in WHITEBOARDS.items():
+        with mysql.connect(databases["alkemio"], raw=True) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT LOWER(id), CAST(`{column}` AS BINARY) FROM `{table}` WHERE `{column}` IS NOT NULL")
+            before = {k: zlib.decompress(v.decode("utf-8").encode("latin-1")) for k, v in cur.fetchall()}
+        with postgres.connect(databases["alkemio"]) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT id::text, {c} FROM {t} WHERE {c} IS NOT NULL").format(
+                    c=sql.Identifier(column), t=sql.Identifier(table)
+                )
+            ).fetchall()
+        after = {k: zlib.decompress(base64.b64decode(v, validate=True)) for k, v in rows}
+        assert before == after and len(after) >= 2, table
+        assert any(len(doc) > 1_000_000 for doc in after.values())  # the 1 MB scene
+
+
+def test_a_nullable_flag_keeps_its_null(real_migrated, postgres):
+    """Kratos's sessions.active is a nullable tinyint(1): NULL stays NULL, and the fingerprint
+    (which once wrote NULL as false on one side only) agrees."""
+    _, databases, result = real_migrated
+    with postgres.connect(databases["kratos"]) as conn:
+        assert conn.execute("SELECT count(*) FROM sessions WHERE active IS NULL").fetchone()[0] > 0
+    fingerprint = [
+        e for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "kratos/postgres/sessions" and e.check_name == "content_fingerprint"
+    ]
+    assert fingerprint and all(e.passed for e in fingerprint)
+
+
+def test_every_configured_name_is_checked_against_the_schemas(
+    mysql: MySQLResource, postgres: PostgresResource, real_source_databases, real_target_databases, settings
+):
+    """A name in migration.toml that the schema lacks is a contract problem, named, before any
+    data moves: the seed's old names and the removed user.authId among them."""
+    database = real_source_databases["alkemio"]
+    with mysql.connect() as conn:
+        source = read_mysql_catalog(conn, database)
+    with postgres.connect(database) as conn:
+        target = read_pg_catalog(conn, database)
+    shipped = settings.pair("alkemio")
+    assert configured_names(shipped, source, target) == []
+    stale = replace(
+        shipped,
+        critical_tables=("comment", "activity_log"),
+        references=(CrossReference("user.authId", "kratos", "identities.id"),),
+        lookups=("user.mail",),
+        exclude={"no_such_table": "gone"},
+        replace_seeded=("notification",),
+        seed_tables={"comment": SeedTable("comments")},
+    )
+    problems = configured_names(stale, source, target)
+    where = "migration.toml databases.alkemio"
+    for expected in (
+        f"{where}.critical_tables: 'comment' is not a target table",
+        f"{where}.critical_tables: 'activity_log' is not a target table",
+        f"{where}.replace_seeded: 'notification' is not a target table",
+        f"{where}.exclude: 'no_such_table' is not a source table",
+        f"{where}.lookups: 'user.mail' is not a target column",
+        f"{where}.references: 'user.authId' is not a source column",
+        f"{where}.references: 'user.authId' is not a target column",
+        f"{where}.seed_tables.comment: 'comments' is not a target table",
+    ):
+        assert expected in problems
+    assert len(problems) == 8
+
+
+def test_a_check_that_raises_is_a_failed_check_with_its_exception():
+    key = dg.AssetKey(["alkemio", "verified"])
+
+    def broken(_ctx):
+        raise LookupError('column "authId" does not exist')
+
+    result = run_check(broken, None, key, "cross_database_references", dg.AssetCheckSeverity.ERROR)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert result.metadata["error"].value == 'LookupError: column "authId" does not exist'
