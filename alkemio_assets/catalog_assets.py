@@ -61,6 +61,6 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
         if context.selected_asset_check_keys:
             from checks.database_checks import schema_contract
 
-            yield schema_contract(pair, source, target, mysql, catalog_key(pair))
+            yield schema_contract(pair, source, target, mysql, postgres, catalog_key(pair))
 
     return source_catalog

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from alkemio_assets.snapshot import Snapshot
 from alkemio_assets.sql import mysql_ident
 from alkemio_assets.staging import prepare, stage_table
 from alkemio_assets.target import read_pg_catalog
+from alkemio_assets.versions import pair_versions
 from checks import run_check
 from checks.table_checks import TableCheckContext, table_checks_for
 from resources import MySQLResource, PostgresResource
@@ -49,6 +50,7 @@ class Manifest:
     target: str
     started_at: str
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, Any] | None = None  # the application migrations each side held
     finished_at: str | None = None
     outcome: str = "running"
     error: str | None = None
@@ -207,7 +209,8 @@ def run_pair(
     checked = {postgres_keys[c.asset_key] for c in context.selected_asset_check_keys}
 
     plans = check_live_schema(pair, snapshot, mysql, postgres, set(order) | checked, set(order))
-    if problems := null_violations(mysql, pair, [plans[t] for t in order if "csv" in selected[t]]):
+    versions, problems = pair_versions(pair, mysql, postgres)
+    if problems := problems + null_violations(mysql, pair, [plans[t] for t in order if "csv" in selected[t]]):
         raise ContractError(problems)
 
     folder = run_folder(settings, context.run.run_id, pair)
@@ -218,6 +221,7 @@ def run_pair(
         source=f"{mysql.describe()}/{pair.source_database}",
         target=f"{postgres.describe()}/{pair.target_database}",
         started_at=now(),
+        versions=None if versions is None else asdict(versions),
     )
     for name, override in pair.overrides.items():
         manifest.record(name.partition(".")[0], overrides={name: {"cast": override.cast, "reason": override.reason}})

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from alkemio_assets.casts import OVERRIDES
+from alkemio_assets.versions import LEDGERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "migration.toml"
@@ -73,6 +74,17 @@ class SeedTable:
 
 
 @dataclass(frozen=True)
+class VersionPin:
+    """The application migrations this configuration fits: the newest entry of the ledger on
+    each side (migration.toml `versions`)."""
+
+    ledger: str  # the ledger table, the same name on both sides
+    kind: str  # how to read it: alkemio_assets.versions.LEDGERS
+    source: str  # the newest migration MySQL must hold
+    target: str  # the newest migration PostgreSQL must hold before the load
+
+
+@dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
 
@@ -86,6 +98,7 @@ class DatabasePair:
     references: tuple[CrossReference, ...] = ()
     lookups: tuple[str, ...] = ()  # "table.column" lookups that must be able to use an index
     seed_tables: Mapping[str, SeedTable] = field(default_factory=dict)  # seed's name -> this schema's
+    versions: VersionPin | None = None
 
     def seed_names(self) -> dict[str, str]:
         """The seed's table names that this schema calls otherwise, or has no table for, and why."""
@@ -175,6 +188,16 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                     "(its name in this schema) or reason = '...' (why it has no table)"
                 )
             seed_tables[seed_name] = SeedTable(table, reason)
+        versions = None
+        if "versions" in entry:
+            pin = entry["versions"]
+            fields = {k: str(pin.get(k, "")).strip() for k in ("ledger", "kind", "source", "target")}
+            if not all(fields.values()) or fields["kind"] not in LEDGERS:
+                problems.append(
+                    f"migration.toml: databases.{name}.versions needs ledger, kind (one of {sorted(LEDGERS)}), "
+                    "source and target"
+                )
+            versions = VersionPin(**fields)
         pairs.append(
             DatabasePair(
                 name=name,
@@ -190,6 +213,7 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                 ),
                 lookups=tuple(entry.get("lookups", ())),
                 seed_tables=seed_tables,
+                versions=versions,
             )
         )
     return tuple(pairs)

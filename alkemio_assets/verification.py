@@ -123,6 +123,7 @@ def gather(folder: Path) -> dict:
         verification = manifest_path.parent / VERIFICATION
         databases[manifest["database"]] = {
             "outcome": manifest["outcome"],
+            "versions": manifest.get("versions"),
             "source": manifest["source"],
             "target": manifest["target"],
             "tables": {
@@ -163,6 +164,12 @@ def render(databases: dict, run: str, seed_names: Mapping[str, Mapping[str, str]
             f"{db['source']} -> {db['target']}: {db['outcome']}",
             "",
         ]
+        if versions := db.get("versions"):
+            lines += [
+                f"Application migrations: MySQL at `{versions['source']}` ({versions['source_count']} in its ledger), "
+                f"PostgreSQL at `{versions['target']}` ({versions['target_count']}).",
+                "",
+            ]
         renamed = (seed_names or {}).get(name, {})
         if renamed:
             lines += ["The seed's critical tables by their names in this schema:", ""]

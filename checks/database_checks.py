@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 from psycopg import sql
@@ -15,6 +15,7 @@ from alkemio_assets.plan import plan_tables
 from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.sql import first, mysql_ident
 from alkemio_assets.target import TargetCatalog, TargetForeignKey, read_pg_catalog
+from alkemio_assets.versions import pair_versions
 from checks import check_result
 from checks.table_checks import orphan_evidence, orphans
 from resources import MySQLResource, PostgresResource
@@ -232,17 +233,31 @@ def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
 
 
 def schema_contract(
-    pair: DatabasePair, source: Catalog, target: TargetCatalog, mysql: MySQLResource, asset_key: dg.AssetKey
+    pair: DatabasePair,
+    source: Catalog,
+    target: TargetCatalog,
+    mysql: MySQLResource,
+    postgres: PostgresResource,
+    asset_key: dg.AssetKey,
 ) -> dg.AssetCheckResult:
-    """Before any data moves: every source table and column has its target, every type pair a
-    cast rule, every target NOT NULL column without default a source, and no column that is
-    nullable on MySQL but NOT NULL on PostgreSQL holds NULLs."""
+    """Before any data moves: both sides hold the application migrations the configuration fits,
+    every source table and column has its target, every type pair a cast rule, every target
+    NOT NULL column without default a source, and no column that is nullable on MySQL but NOT
+    NULL on PostgreSQL holds NULLs."""
     plans, problems = plan_tables(pair, source, target)
     from alkemio_assets.migrate import null_violations
 
-    problems += null_violations(mysql, pair, list(plans.values()))
+    versions, wrong = pair_versions(pair, mysql, postgres)
+    problems = wrong + problems + null_violations(mysql, pair, list(plans.values()))
+    metadata = {} if versions is None else {"versions": dg.MetadataValue.json(asdict(versions))}
     return check_result(
-        asset_key, "schema_contract", not problems, ERROR, tables=len(plans), problems=dg.MetadataValue.json(problems)
+        asset_key,
+        "schema_contract",
+        not problems,
+        ERROR,
+        tables=len(plans),
+        problems=dg.MetadataValue.json(problems),
+        **metadata,
     )
 
 

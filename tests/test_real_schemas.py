@@ -26,6 +26,7 @@ from alkemio_assets.catalog import read_mysql_catalog
 from alkemio_assets.plan import configured_names, plan_database
 from alkemio_assets.settings import DEFAULT_CONFIG, CrossReference, SeedTable
 from alkemio_assets.target import read_pg_catalog
+from alkemio_assets.versions import pair_versions
 from checks import run_check
 from fixtures import REAL
 from fixtures.generator import generate
@@ -152,3 +153,36 @@ def test_a_check_that_raises_is_a_failed_check_with_its_exception():
     result = run_check(broken, None, key, "cross_database_references", dg.AssetCheckSeverity.ERROR)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert result.metadata["error"].value == 'LookupError: column "authId" does not exist'
+
+
+def test_the_report_names_the_application_versions(real_migrated):
+    settings, _, result = real_migrated
+    report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
+    assert "MySQL at `VirtualContributorPlatformSettings1764000000000` (95 in its ledger)" in report
+    assert "PostgreSQL at `Baseline1764237534488` (1)" in report
+    assert "MySQL at `20240425095000000001` (321 in its ledger), PostgreSQL at `20240425095000000001` (315)" in report
+
+
+def test_versions_that_do_not_belong_together_are_refused_naming_both(
+    mysql: MySQLResource, postgres: PostgresResource, real_source_databases, real_target_databases, settings
+):
+    """MySQL one migration short of the last MySQL migration, PostgreSQL one migration past the
+    baseline: each named, with the other side's version."""
+    pair = replace(
+        settings.pair("alkemio"),
+        source_database=real_source_databases["alkemio"],
+        target_database=real_target_databases["alkemio"],
+    )
+    assert pair_versions(pair, mysql, postgres)[1] == []
+    with mysql.connect(pair.source_database) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM migrations_typeorm ORDER BY timestamp DESC LIMIT 1")
+    with postgres.connect(pair.target_database) as conn:
+        conn.execute("INSERT INTO migrations_typeorm (timestamp, name) VALUES (1764300000000, 'Later1764300000000')")
+    found, problems = pair_versions(pair, mysql, postgres)
+    assert found is not None and found.source_count == 94
+    mysql_problem, postgres_problem = problems
+    assert "MySQL holds application migration 'NotificationEntityTrackingFixes1763390167422'" in mysql_problem
+    assert "fits 'VirtualContributorPlatformSettings1764000000000'" in mysql_problem
+    assert "the PostgreSQL side holds 'Later1764300000000'" in mysql_problem
+    assert "PostgreSQL holds application migration 'Later1764300000000'" in postgres_problem
+    assert "fits 'Baseline1764237534488'" in postgres_problem
