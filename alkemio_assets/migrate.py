@@ -178,6 +178,39 @@ def null_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[TableP
     return problems
 
 
+def unique_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[TablePlan]) -> list[str]:
+    """Unique keys the target has and the source lacks (Kratos's session_devices on PostgreSQL),
+    whose columns hold duplicates on MySQL: each would stop the load late, so a run stops on
+    them first, naming the duplicated values. Compared as bytes (PostgreSQL's text equality, not
+    MySQL's case-insensitive collation); a row with a NULL in the key is never a duplicate."""
+    problems = []
+    with mysql.connect(pair.source_database) as conn, conn.cursor() as cur:
+        for plan in plans:
+            source_keys = {frozenset(k) for k in plan.source.unique_keys}
+            exported = {c.name for c in plan.columns}
+            for key in plan.target.unique_keys:
+                if frozenset(key) in source_keys or not set(key) <= exported:
+                    continue
+                columns = ", ".join(f"CAST({mysql_ident(c)} AS BINARY)" for c in key)
+                not_null = " AND ".join(f"{mysql_ident(c)} IS NOT NULL" for c in key)
+                cur.execute(
+                    f"SELECT {columns}, COUNT(*) AS n FROM {mysql_ident(plan.name)} WHERE {not_null} "
+                    f"GROUP BY {columns} HAVING COUNT(*) > 1 LIMIT 6"
+                )
+                if duplicates := cur.fetchall():
+                    shown = [
+                        "(" + ", ".join(repr(bytes(v).decode("utf-8", "replace")) for k, v in row.items() if k != "n") + ")"
+                        f" {row['n']} times"
+                        for row in duplicates[:5]
+                    ]
+                    more = " and more" if len(duplicates) > 5 else ""
+                    problems.append(
+                        f"{pair.name}.{plan.name}: the target is unique on ({', '.join(key)}), MySQL is not, and holds "
+                        f"duplicates: {'; '.join(shown)}{more}. Remove the duplicates on MySQL (the application keeps one)"
+                    )
+    return problems
+
+
 def _staged_value(path: Path, row: int, column: str) -> Any:
     with duckdb.connect() as duck:
         found = duck.execute(
@@ -210,7 +243,8 @@ def run_pair(
 
     plans = check_live_schema(pair, snapshot, mysql, postgres, set(order) | checked, set(order))
     versions, problems = pair_versions(pair, mysql, postgres)
-    if problems := problems + null_violations(mysql, pair, [plans[t] for t in order if "csv" in selected[t]]):
+    exporting = [plans[t] for t in order if "csv" in selected[t]]
+    if problems := problems + null_violations(mysql, pair, exporting) + unique_violations(mysql, pair, exporting):
         raise ContractError(problems)
 
     folder = run_folder(settings, context.run.run_id, pair)

@@ -219,10 +219,13 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
     return tuple(pairs)
 
 
-def load_settings(environ: Mapping[str, str] | None = None, config_path: Path = DEFAULT_CONFIG) -> Settings:
-    """Read settings; raise SettingsError naming every missing or malformed value."""
+def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | None = None) -> Settings:
+    """Read settings; raise SettingsError naming every missing or malformed value. The
+    configuration file is `config_path`, else MIGRATION_CONFIG, else migration.toml."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
+    if config_path is None:
+        config_path = REPO_ROOT / _text(env, "MIGRATION_CONFIG", str(DEFAULT_CONFIG.relative_to(REPO_ROOT)))
 
     kind = _text(env, "DATABASE_TYPE", "postgres").lower()
     if kind == "mysql":

@@ -31,20 +31,16 @@ from urllib.parse import quote
 
 from alkemio_assets.catalog import read_mysql_catalog
 from alkemio_assets.plan import plan_tables
-from alkemio_assets.settings import REPO_ROOT, DatabasePair, load_settings
+from alkemio_assets.settings import DEFAULT_CONFIG, REPO_ROOT, DatabasePair, load_settings
 from alkemio_assets.sql import first, mysql_ident, pg_ident
 from alkemio_assets.target import read_pg_catalog
-from fixtures import FIXTURE_DATABASES, apply_source_schema, apply_target_schema
+from fixtures import FIXTURE_DATABASES, HANDWRITTEN, HANDWRITTEN_CONFIG, REAL, apply_source_schema, apply_target_schema
 from fixtures.generator import generate
 from resources import MySQLResource, PostgresResource
 
 RESULTS = REPO_ROOT / "bench" / "results"
 TIMEOUT = 1200.0  # seconds for any one command (--timeout)
 PGLOADER_TEMPLATE = REPO_ROOT / "bench" / "pgloader.load"
-# enum columns go as text into the baseline's enum and varchar columns
-PGLOADER_CASTS = {
-    "alkemio": ["column notification.state to text drop typemod", "column space.visibility to text drop typemod"],
-}
 # The other tools cannot honour these: the target's migrations fill them (they would duplicate the rows)
 SEEDED_SKIPS = {
     "kratos": ["identity_credential_types", "schema_migration"],
@@ -157,17 +153,22 @@ def servers(settings) -> tuple[MySQLResource, PostgresResource]:
     )
 
 
+# fixture -> (its schemas, its migration.toml): the real applications', or our hand-written one
+FIXTURES: dict[str, tuple[Path, Path]] = {"real": (REAL, DEFAULT_CONFIG), "handwritten": (HANDWRITTEN, HANDWRITTEN_CONFIG)}
+FIXTURE = "real"
+
+
 def fresh_targets(postgres: PostgresResource, prefix: str) -> dict[str, str]:
     names = {name: f"{prefix}_{name}" for name in FIXTURE_DATABASES}
     for name, database in names.items():
         postgres.create_database(database, drop_existing=True)
-        apply_target_schema(postgres, name, database)
+        apply_target_schema(postgres, name, database, FIXTURES[FIXTURE][0])
     return names
 
 
 def source_databases(mysql: MySQLResource, scale: float, regenerate: bool) -> dict[str, str]:
     tag = str(scale).replace(".", "_")
-    names = {name: f"bench_s{tag}_{name}" for name in FIXTURE_DATABASES}
+    names = {name: f"bench_{FIXTURE}_s{tag}_{name}" for name in FIXTURE_DATABASES}
     with mysql.connect() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'user'",
@@ -178,7 +179,7 @@ def source_databases(mysql: MySQLResource, scale: float, regenerate: bool) -> di
         return names
     for name, database in names.items():
         mysql.create_database(database, drop_existing=True)
-        apply_source_schema(mysql, name, database)
+        apply_source_schema(mysql, name, database, FIXTURES[FIXTURE][0])
     started = time.monotonic()
     generate(mysql, names, scale)
     print(f"generated scale {scale} in {time.monotonic() - started:.0f}s", file=sys.stderr)
@@ -207,6 +208,7 @@ def ours(sources: dict[str, str], targets: dict[str, str], work: Path, logs: Pat
     env = {
         **os.environ,
         "MIGRATION_WORKDIR": str(work),
+        "MIGRATION_CONFIG": str(FIXTURES[FIXTURE][1]),
         "DAGSTER_HOME": str(work / "dagster_home"),
         "MYSQL_DATABASE": sources["alkemio"],
         "DATABASE_NAME": targets["alkemio"],
@@ -248,10 +250,24 @@ def ours(sources: dict[str, str], targets: dict[str, str], work: Path, logs: Pat
     return migration, total, phases
 
 
+def pgloader_casts(mysql: MySQLResource, database: str) -> list[str]:
+    """Enum and set columns go as text into the target's enum and varchar columns (pgloader would
+    create enum types of its own)."""
+    with mysql.connect() as conn:
+        catalog = read_mysql_catalog(conn, database)
+    return [
+        f"column {table.name}.{column.name} to text drop typemod"
+        for table in catalog.tables
+        for column in table.columns
+        if column.data_type in ("enum", "set")
+    ]
+
+
 def pgloader(
     sources: dict[str, str], targets: dict[str, str], logs: Path, rows: int, megabytes: float, settings
 ) -> Measure:
     template = PGLOADER_TEMPLATE.read_text()
+    mysql = servers(settings)[0]
     total, peak = 0.0, 0.0
     for name in FIXTURE_DATABASES:
         source, target = settings.source, settings.target
@@ -261,7 +277,7 @@ def pgloader(
             target=f"postgresql://{target.user}@{target.host}:{target.port}/{targets[name]}",
             schema=sources[name],
             excluding=skips,
-            casts="".join(f",\n     {cast}" for cast in PGLOADER_CASTS.get(name, ())),
+            casts="".join(f",\n     {cast}" for cast in pgloader_casts(mysql, sources[name])),
         )
         script = logs / f"pgloader-{name}.load"
         script.write_text(body)
@@ -315,6 +331,8 @@ def set_sequences(postgres: PostgresResource, targets: dict[str, str]) -> float:
 SLING_EXPRESSIONS = {
     "bytea": "CONCAT(CHAR(92 USING utf8mb4), 'x', LOWER(HEX({c})))",
     "base64": "REPLACE(TO_BASE64({c}), CHAR(10), '')",
+    # each character (U+0000..U+00FF) back to its byte: UCS-2 writes it as 00XX
+    "latin1_base64": "REPLACE(TO_BASE64(UNHEX(REGEXP_REPLACE(HEX(CONVERT({c} USING ucs2)), '00(..)', '\\\\1'))), CHAR(10), '')",
 }
 
 
@@ -531,20 +549,21 @@ def physical_limit(
 
 
 def main(argv: list[str] | None = None) -> int:
-    global TIMEOUT
+    global TIMEOUT, FIXTURE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=0.1)
+    parser.add_argument("--fixture", choices=sorted(FIXTURES), default=FIXTURE, help="whose schemas (default: real)")
     parser.add_argument("--regenerate", action="store_true", help="generate the source again even if present")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds before a hung command is killed")
     args = parser.parse_args(argv)
-    TIMEOUT = args.timeout
-    settings = load_settings()
+    TIMEOUT, FIXTURE = args.timeout, args.fixture
+    settings = load_settings(config_path=FIXTURES[FIXTURE][1])
     mysql, postgres = servers(settings)
 
     sources = source_databases(mysql, args.scale, args.regenerate)
     rows, source_mb = table_sizes(mysql, sources)
     (settings.workdir / "bench").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"scale-{args.scale}-", dir=settings.workdir / "bench"))
+    work = Path(tempfile.mkdtemp(prefix=f"scale-{args.scale}-{FIXTURE}-", dir=settings.workdir / "bench"))
     logs = work / "logs"
     logs.mkdir(parents=True)
 
@@ -573,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     contenders += [read, copy, limit]
 
     print(
-        f"\nscale {args.scale}: {rows} source rows, {source_mb:.0f} MB of MySQL data+indexes, {migration.megabytes:.0f} MB of CSV\n"
+        f"\n{FIXTURE} fixture, scale {args.scale}: {rows} source rows, {source_mb:.0f} MB of MySQL data+indexes, {migration.megabytes:.0f} MB of CSV\n"
     )
     print(f"| {'contender':<42} | {'wall s':>8} | {'rows/s':>9} | {'MB/s':>6} | {'peak MB (PSS)':>13} |")
     print(f"|{'-' * 44}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 15}|")
@@ -593,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + ", ".join(f"{k}: {v}" for k, v in ratios.items()))
     print("ours, phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"scale-{args.scale}.json"
+    out = RESULTS / f"scale-{args.scale}-{FIXTURE}.json"
     out.write_text(
         json.dumps(
             {
@@ -604,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                     "system": platform.platform(),
                     "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                 },
+                "fixture": FIXTURE,
                 "scale": args.scale,
                 "source_rows": rows,
                 "source_mb": round(source_mb, 1),

@@ -242,13 +242,14 @@ def schema_contract(
 ) -> dg.AssetCheckResult:
     """Before any data moves: both sides hold the application migrations the configuration fits,
     every source table and column has its target, every type pair a cast rule, every target
-    NOT NULL column without default a source, and no column that is nullable on MySQL but NOT
-    NULL on PostgreSQL holds NULLs."""
+    NOT NULL column without default a source, no column that is nullable on MySQL but NOT NULL
+    on PostgreSQL holds NULLs, and no unique key only the target has meets duplicates."""
     plans, problems = plan_tables(pair, source, target)
-    from alkemio_assets.migrate import null_violations
+    from alkemio_assets.migrate import null_violations, unique_violations
 
     versions, wrong = pair_versions(pair, mysql, postgres)
-    problems = wrong + problems + null_violations(mysql, pair, list(plans.values()))
+    planned = list(plans.values())
+    problems = wrong + problems + null_violations(mysql, pair, planned) + unique_violations(mysql, pair, planned)
     metadata = {} if versions is None else {"versions": dg.MetadataValue.json(asdict(versions))}
     return check_result(
         asset_key,

@@ -5,8 +5,10 @@ compressed whiteboard opens on PostgreSQL as the PostgreSQL application opens it
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 import zlib
+from contextlib import contextmanager
 from dataclasses import replace
 
 import dagster as dg
@@ -36,19 +38,55 @@ pytestmark = pytest.mark.e2e
 WHITEBOARDS = {"whiteboard": "content", "callout_contribution_defaults": "whiteboardContent"}
 
 
-@pytest.fixture(scope="module")
-def real_migrated(mysql: MySQLResource, postgres: PostgresResource, tmp_path_factory):
-    """Migrated once for the module's tests, which only read it."""
+@contextmanager
+def migrated_real_schemas(mysql: MySQLResource, postgres: PostgresResource, workdir: str, scale: float):
+    """The real schemas filled at `scale` and migrated with the shipped migration.toml."""
     unique_name = f"t{uuid.uuid4().hex[:12]}"
     with (
         fixture_sources(mysql, unique_name, REAL) as databases,
         fixture_targets(postgres, unique_name, REAL),
         dg.DagsterInstance.ephemeral() as instance,
     ):
-        generate(mysql, databases, TEST_SCALE)
-        workdir = str(tmp_path_factory.mktemp("real"))
+        generate(mysql, databases, scale)
         settings = migration_settings(databases, workdir, config_path=DEFAULT_CONFIG)
         yield settings, databases, materialize_all(settings, instance)
+
+
+@pytest.fixture(scope="module")
+def real_migrated(mysql: MySQLResource, postgres: PostgresResource, tmp_path_factory):
+    """Migrated once for the module's tests, which only read it."""
+    with migrated_real_schemas(mysql, postgres, str(tmp_path_factory.mktemp("real")), TEST_SCALE) as migrated:
+        yield migrated
+
+
+def every_value_differs_nowhere(settings, databases, mysql, postgres) -> int:
+    """Every value of every table compared without the fingerprint's code; the values compared."""
+    compared = 0
+    for name, database in databases.items():
+        for plan in _plans(settings, mysql, postgres, name, database).values():
+            assert compare_table(mysql, database, postgres, database, plan) == [], plan.name
+            with postgres.connect(database) as conn:
+                rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(plan.name))).fetchone()
+                compared += rows[0] * len(plan.columns)
+    return compared
+
+
+def whiteboards_open_alike(databases, mysql, postgres) -> None:
+    """zlib alone: the MySQL application's reading (characters are bytes) against the PostgreSQL
+    application's (base64 of the deflate bytes, zlib header first)."""
+    for table, column in WHITEBOARDS.items():
+        with mysql.connect(databases["alkemio"], raw=True) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT LOWER(id), CAST(`{column}` AS BINARY) FROM `{table}` WHERE `{column}` IS NOT NULL")
+            before = {k: zlib.decompress(v.decode("utf-8").encode("latin-1")) for k, v in cur.fetchall()}
+        with postgres.connect(databases["alkemio"]) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT id::text, {c} FROM {t} WHERE {c} IS NOT NULL").format(
+                    c=sql.Identifier(column), t=sql.Identifier(table)
+                )
+            ).fetchall()
+        after = {k: zlib.decompress(base64.b64decode(v, validate=True)) for k, v in rows}
+        assert before == after and len(after) >= 2, table
+        assert any(len(doc) > 1_000_000 for doc in after.values())  # the 1 MB scene
 
 
 def _plans(settings, mysql: MySQLResource, postgres: PostgresResource, name: str, database: str):
@@ -69,29 +107,25 @@ def test_the_shipped_configuration_moves_the_real_schemas(real_migrated, mysql, 
     report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
     assert "`comment`: no table: comments are messages of a room" in report
     assert "`activity_log`: table activity" in report
-    # every value, compared without the fingerprint's code
-    for name, database in databases.items():
-        for plan in _plans(settings, mysql, postgres, name, database).values():
-            assert compare_table(mysql, database, postgres, database, plan) == [], plan.name
+    assert every_value_differs_nowhere(settings, databases, mysql, postgres) > 10_000
 
 
 def test_every_whiteboard_opens_on_postgresql_as_it_did_on_mysql(real_migrated, mysql, postgres):
-    """zlib alone: the MySQL application's reading (characters are bytes) against the PostgreSQL
-    application's (base64 of the deflate bytes, zlib header first)."""
     _, databases, _ = real_migrated
-    for table, column in WHITEBOARDS.items():
-        with mysql.connect(databases["alkemio"], raw=True) as conn, conn.cursor() as cur:
-            cur.execute(f"SELECT LOWER(id), CAST(`{column}` AS BINARY) FROM `{table}` WHERE `{column}` IS NOT NULL")
-            before = {k: zlib.decompress(v.decode("utf-8").encode("latin-1")) for k, v in cur.fetchall()}
-        with postgres.connect(databases["alkemio"]) as conn:
-            rows = conn.execute(
-                sql.SQL("SELECT id::text, {c} FROM {t} WHERE {c} IS NOT NULL").format(
-                    c=sql.Identifier(column), t=sql.Identifier(table)
-                )
-            ).fetchall()
-        after = {k: zlib.decompress(base64.b64decode(v, validate=True)) for k, v in rows}
-        assert before == after and len(after) >= 2, table
-        assert any(len(doc) > 1_000_000 for doc in after.values())  # the 1 MB scene
+    whiteboards_open_alike(databases, mysql, postgres)
+
+
+@pytest.mark.slow
+def test_at_scale_every_error_check_passes_and_every_value_arrives(mysql, postgres, tmp_path):
+    """The drill at a real installation's size (REAL_SCALE, default 1: about 1.5 M rows): every
+    ERROR check, the report and the cut-over settings, every value, every whiteboard."""
+    scale = float(os.environ.get("REAL_SCALE", "1"))
+    with migrated_real_schemas(mysql, postgres, str(tmp_path), scale) as (settings, databases, result):
+        assert failed_error_checks(result) == []
+        folder = settings.workdir / "runs" / result.run_id
+        assert (folder / "report.md").exists() and (folder / "cutover.env").exists()
+        assert every_value_differs_nowhere(settings, databases, mysql, postgres) > 10_000_000 * min(scale, 1)
+        whiteboards_open_alike(databases, mysql, postgres)
 
 
 def test_a_nullable_flag_keeps_its_null(real_migrated, postgres):
@@ -186,3 +220,29 @@ def test_versions_that_do_not_belong_together_are_refused_naming_both(
     assert "the PostgreSQL side holds 'Later1764300000000'" in mysql_problem
     assert "PostgreSQL holds application migration 'Later1764300000000'" in postgres_problem
     assert "fits 'Baseline1764237534488'" in postgres_problem
+
+
+def test_duplicates_under_a_unique_key_only_the_target_has_stop_before_any_data_moves(
+    mysql: MySQLResource, postgres: PostgresResource, real_source_databases, real_target_databases, settings
+):
+    """Kratos's PostgreSQL schema is unique on session_devices (nid, session_id, ip_address,
+    user_agent); its MySQL schema is not. Duplicates there are named before the first export;
+    values that differ only in case are no duplicates (PostgreSQL compares bytes)."""
+    from alkemio_assets.migrate import unique_violations
+
+    database = real_source_databases["kratos"]
+    pair = replace(settings.pair("kratos"), source_database=database, target_database=database)
+    network, session = "5bd0c2d8-4b9f-4e1a-9b0e-6f3c9a1d2e01", "7d3f1a60-2c4b-4d8e-8f9a-0b1c2d3e4f50"
+    with mysql.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for i, agent in enumerate(["Firefox", "Firefox", "firefox"]):
+            cur.execute(
+                "INSERT INTO session_devices (id, ip_address, user_agent, location, session_id, nid, created_at, "
+                "updated_at) VALUES (%s, '10.0.0.1', %s, '', %s, %s, NOW(), NOW())",
+                (f"00000000-0000-4000-8000-00000000000{i}", agent, session, network),
+            )
+    plans = _plans(settings, mysql, postgres, "kratos", database)
+    (problem,) = unique_violations(mysql, pair, [plans["session_devices"]])
+    assert problem.startswith("kratos.session_devices: the target is unique on (nid, session_id, ip_address, user_agent)")
+    assert f"('{network}', '{session}', '10.0.0.1', 'Firefox') 2 times" in problem
+    assert "'firefox'" not in problem
