@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 import pymysql
 import pymysql.cursors
+from pymysql.constants import CLIENT
 
 from alkemio_assets.sql import mysql_ident
 
@@ -30,10 +31,11 @@ class MySQLResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(
-        self, database: str | None = None, *, raw: bool = False, local_infile: bool = False
+        self, database: str | None = None, *, raw: bool = False, local_infile: bool = False, multi_statements: bool = False
     ) -> Iterator[pymysql.connections.Connection]:
         """Hand out one connection, dict rows. `raw`: unbuffered tuples of values exactly as MySQL sends them (text as str, binary as bytes,
-        numbers and dates as their MySQL text), for the export."""
+        numbers and dates as their MySQL text), for the export. `multi_statements`: a script of
+        several statements in one execute, as an application's migration files are run."""
         # caching_sha2_password (MySQL 8's default) works through PyMySQL + cryptography, so no
         # user has to be downgraded to mysql_native_password as the seed once advised.
         conn = pymysql.connect(
@@ -48,6 +50,7 @@ class MySQLResource(dg.ConfigurableResource):
             conv={} if raw else None,
             autocommit=True,
             local_infile=local_infile,
+            client_flag=CLIENT.MULTI_STATEMENTS if multi_statements else 0,
             # TIMESTAMP values are shifted into the session zone: pin it so they read as stored.
             init_command="SET time_zone = '+00:00'",
         )
