@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 
@@ -61,6 +62,11 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
         if context.selected_asset_check_keys:
             from checks.database_checks import schema_contract
 
-            yield schema_contract(pair, source, target, mysql, postgres, catalog_key(pair))
+            contract = schema_contract(pair, source, target, mysql, postgres, catalog_key(pair))
+            if not contract.passed:
+                # in the job's own output too, not only in the check's metadata in the UI
+                problems = cast(list[str], contract.metadata["problems"].value)
+                context.log.error(f"{pair.name}: schema contract broken:\n  - " + "\n  - ".join(problems))
+            yield contract
 
     return source_catalog

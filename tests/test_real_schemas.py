@@ -20,6 +20,7 @@ from conftest import (
     fixture_targets,
     materialize_all,
     migration_settings,
+    run_job,
 )
 from fidelity import compare_table
 from psycopg import sql
@@ -246,3 +247,20 @@ def test_duplicates_under_a_unique_key_only_the_target_has_stop_before_any_data_
     assert problem.startswith("kratos.session_devices: the target is unique on (nid, session_id, ip_address, user_agent)")
     assert f"('{network}', '{session}', '10.0.0.1', 'Firefox') 2 times" in problem
     assert "'firefox'" not in problem
+
+
+def test_a_stale_name_is_a_contract_error_in_refresh_catalogs_own_output(
+    real_source_databases, real_target_databases, tmp_path, instance
+):
+    """The seed's old table name in critical_tables: refresh_catalog's schema_contract fails and
+    the job's log says why, by name; no check crashes later."""
+    config = tmp_path / "migration.toml"
+    text = DEFAULT_CONFIG.read_text()
+    config.write_text(text.replace('"post", "activity",', '"post", "comment", "activity",', 1))
+    settings = migration_settings(real_source_databases, str(tmp_path / "work"), config_path=config)
+    result = run_job(settings, instance, "refresh_catalog")
+    (contract,) = [e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "alkemio/source_catalog"]
+    assert not contract.passed
+    expected = "migration.toml databases.alkemio.critical_tables: 'comment' is not a target table"
+    assert expected in contract.metadata["problems"].value
+    assert any(expected in entry.user_message for entry in instance.all_logs(result.run_id))
