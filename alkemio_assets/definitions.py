@@ -12,6 +12,13 @@ from alkemio_assets.settings import Settings, SettingsError, load_settings
 from alkemio_assets.verification import CUTOVER_KEY, REPORT_KEY, report_assets, verified_key
 from resources import MySQLResource, PostgresResource
 
+# Everything this code location writes (CSV and staged files, DuckDB files, manifests, the
+# report, the cut-over settings, compute logs) holds e-mail addresses and Kratos credential
+# hashes: readable by its owner only. Every process that loads the definitions (the webserver,
+# the daemon, a run, its steps and their forkserver children) creates files 0600, folders 0700.
+PRIVATE_UMASK = 0o077
+os.umask(PRIVATE_UMASK)
+
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {

@@ -156,10 +156,11 @@ def _bypass_foreign_keys(cur: Any) -> None:
         with cur.connection.transaction():
             cur.execute("SET LOCAL session_replication_role = replica")
     except psycopg.errors.InsufficientPrivilege as exc:
+        user = sql.Identifier(cur.connection.info.user).as_string(cur.connection)
         raise LoadPermissionError(
-            "the load sets session_replication_role = replica to bypass foreign-key triggers, which needs a "
-            "superuser, rds_superuser, or on PostgreSQL 15+: GRANT SET ON PARAMETER session_replication_role "
-            f"TO <DATABASE_USERNAME> ({exc.diag.message_primary})"
+            f"the load sets session_replication_role = replica to bypass foreign-key triggers, which the target "
+            f"user {cur.connection.info.user!r} may not: it needs a superuser, rds_superuser, or on PostgreSQL 15+ "
+            f"GRANT SET ON PARAMETER session_replication_role TO {user} ({exc.diag.message_primary})"
         ) from None
 
 

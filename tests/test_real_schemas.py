@@ -264,3 +264,13 @@ def test_a_stale_name_is_a_contract_error_in_refresh_catalogs_own_output(
     expected = "migration.toml databases.alkemio.critical_tables: 'comment' is not a target table"
     assert expected in contract.metadata["problems"].value
     assert any(expected in entry.user_message for entry in instance.all_logs(result.run_id))
+
+
+def test_every_file_a_run_writes_is_its_owners_alone(real_migrated):
+    """E-mail addresses and credential hashes: folders 0700, files 0600, from the run folder down."""
+    settings, _, result = real_migrated
+    folder = settings.workdir / "runs" / result.run_id
+    written = [folder, *folder.rglob("*")]
+    assert len(written) > 100 and (folder / "cutover.env") in written
+    loose = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in written if p.stat().st_mode & 0o077]
+    assert loose == []
