@@ -90,14 +90,14 @@ def target_databases(postgres: PostgresResource, unique_name: str) -> Iterator[d
 
 @pytest.fixture
 def real_source_databases(mysql: MySQLResource, unique_name: str) -> Iterator[dict[str, str]]:
-    """Alkemio's and Kratos's real MySQL schemas (from their migrations), empty but for the ledgers."""
+    """Alkemio's and Kratos's real MySQL schemas (from their migrations), empty but for what those write."""
     with fixture_sources(mysql, unique_name, REAL) as names:
         yield names
 
 
 @pytest.fixture
 def real_target_databases(postgres: PostgresResource, unique_name: str) -> Iterator[dict[str, str]]:
-    """Alkemio's PostgreSQL baseline and Kratos's PostgreSQL migrations, empty but for the ledgers."""
+    """Alkemio's PostgreSQL baseline and Kratos's PostgreSQL migrations, empty but for what those write."""
     with fixture_targets(postgres, unique_name, REAL) as names:
         yield names
 
