@@ -109,15 +109,14 @@ def _move(settings: Settings, instance: dg.DagsterInstance, table: str, stages=(
         ("bad_uuid", ["bad.bad_uuid", "CSV row 2", "column ref", "'not-a-uuid'", "not a canonical UUID"]),
         ("bad_json", ["bad.bad_json", "CSV row 2", "column doc", "'{\"a\": }'", "not valid JSON"]),
         ("too_long", ["bad.too_long", "CSV row 2", "column name", "'ééééééééééé'", "longer than 10 characters"]),
+        # a unique key only the target has: found on MySQL before any data moves
         (
             "dup_key",
             [
                 "bad.dup_key",
-                "CSV row 3",
-                "column email",
-                "'a@x.org'",
-                "PostgreSQL refused the row: duplicate key value violates unique constraint",
-                "Key (email)=(a@x.org)",
+                "the target is unique on (email), MySQL is not",
+                "('a@x.org') 2 times",
+                "Remove the duplicates on MySQL",
             ],
         ),
     ],
