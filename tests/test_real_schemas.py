@@ -24,9 +24,10 @@ from conftest import (
 )
 from fidelity import compare_table
 from psycopg import sql
+from test_migration import _plans as live_plans
 
 from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.plan import configured_names, plan_database
+from alkemio_assets.plan import configured_names
 from alkemio_assets.settings import DEFAULT_CONFIG, CrossReference, SeedTable
 from alkemio_assets.target import read_pg_catalog
 from alkemio_assets.versions import pair_versions
@@ -91,11 +92,7 @@ def whiteboards_open_alike(databases, mysql, postgres) -> None:
 
 
 def _plans(settings, mysql: MySQLResource, postgres: PostgresResource, name: str, database: str):
-    with mysql.connect() as conn:
-        source = read_mysql_catalog(conn, database)
-    with postgres.connect(database) as conn:
-        target = read_pg_catalog(conn, database)
-    return plan_database(settings.pair(name), source, target)
+    return live_plans(settings, mysql, postgres, name, database)[0]
 
 
 def test_the_shipped_configuration_moves_the_real_schemas(real_migrated, mysql, postgres):
