@@ -62,6 +62,9 @@ class CastRule:
     invalid: str | None
     reason: str  # what an invalid value is, for the error message
     comment: str  # the domain fact behind the rule
+    # a DuckDB expression of the refused value {v}: the precise reason for that value, where
+    # `reason` names more than one cause or the value's own numbers make it clearer
+    explain: str | None = None
 
 
 def _rules(sources: Iterable[str], targets: Iterable[str], rule: CastRule) -> dict[tuple[str, str], CastRule]:
@@ -74,6 +77,7 @@ FLAG = CastRule(
     "{v} NOT IN (0, 1)",
     "not 0 or 1",
     "MySQL has no boolean: the applications keep flags in tinyint; only 0 and 1 are booleans",
+    "CAST({v} AS VARCHAR) || ' is not 0 or 1: not a boolean'",
 )
 INTEGER = CastRule(
     "integer",
@@ -81,6 +85,7 @@ INTEGER = CastRule(
     "{v} < {lo} OR {v} > {hi}",
     "out of the target integer's range",
     "bigint unsigned and int unsigned can exceed PostgreSQL's signed types: range checked",
+    "CAST({v} AS VARCHAR) || ' is outside the target integer''s range {lo}..{hi}'",
 )
 INTEGER_TO_NUMERIC = CastRule("integer_numeric", "CAST({v} AS HUGEINT)", None, "", "any integer fits numeric")
 DECIMAL = CastRule(
@@ -131,6 +136,8 @@ TEXT = CastRule(
     "length({v}) > {n} OR contains({v}, chr(0))",
     "longer than {n} characters, or contains NUL (PostgreSQL text cannot)",
     "varchar(n) counts characters on both sides; unbounded when the target has no length",
+    "CASE WHEN length({v}) > {n} THEN CAST(length({v}) AS VARCHAR) || ' characters, the column allows {n}' "
+    "ELSE 'contains NUL at character ' || CAST(strpos({v}, chr(0)) AS VARCHAR) || ' (PostgreSQL text cannot hold NUL)' END",
 )
 TEXT_UNBOUNDED = CastRule(
     "text",
@@ -138,6 +145,7 @@ TEXT_UNBOUNDED = CastRule(
     "contains({v}, chr(0))",
     "contains NUL (PostgreSQL text cannot)",
     "text and unbounded character varying take any string but one with NUL",
+    "'contains NUL at character ' || CAST(strpos({v}, chr(0)) AS VARCHAR) || ' (PostgreSQL text cannot hold NUL)'",
 )
 UUID = CastRule(
     "uuid",

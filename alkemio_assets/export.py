@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from io import BytesIO
 from itertools import pairwise
@@ -25,6 +26,7 @@ from typing import Any
 import polars as pl
 
 from alkemio_assets.errors import MigrationDataError
+from alkemio_assets.faults import disk_full, is_disk_full
 from alkemio_assets.plan import ColumnPlan, TablePlan
 from alkemio_assets.sql import mysql_ident
 from resources import MySQLResource
@@ -111,51 +113,62 @@ def export_table(connection: Any, plan: TablePlan, path: Path, key_range: KeyRan
     header = b"" if key_range else _header(plan)
     where, params = key_range.where() if key_range else ("TRUE", [])
     tmp = path.with_suffix(path.suffix + ".part")
-    with open(tmp, "wb") as out, connection.cursor() as cur:
-        out.write(header)
-        digest.update(header)
-        size += len(header)
-        cur.execute(f"SELECT {export_select(plan.columns)} FROM {mysql_ident(plan.name)} WHERE {where}", params)
-        while batch := cur.fetchmany(FETCH_ROWS):
-            if decoders:
-                batch = [_decoded(plan, decoders, rows + n, row) for n, row in enumerate(batch, start=1)]
-            frame = pl.DataFrame(batch, schema=schema, orient="row")
-            rows += frame.height
-            # a quoted value doubles its quotes: at most twice its bytes, plus quotes and commas
-            widest = frame.select(pl.sum_horizontal(pl.all().str.len_bytes())).to_series().max() or 0
-            longest = max(longest, 2 * int(widest) + 3 * len(schema))  # type: ignore[arg-type]
-            buffer = BytesIO()
-            frame.write_csv(
-                buffer, include_header=False, quote_style="necessary", null_value="", line_terminator="\r\n"
-            )
-            chunk = buffer.getvalue()
-            out.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
+    keys = [i for i, c in enumerate(plan.columns) if c in plan.key_columns]
+    try:
+        with open(tmp, "wb") as out, connection.cursor() as cur:
+            out.write(header)
+            digest.update(header)
+            size += len(header)
+            cur.execute(f"SELECT {export_select(plan.columns)} FROM {mysql_ident(plan.name)} WHERE {where}", params)
+            while batch := cur.fetchmany(FETCH_ROWS):
+                if decoders:
+                    batch = [_decoded(plan, decoders, keys, rows + n + 1, row) for n, row in enumerate(batch, start=1)]
+                frame = pl.DataFrame(batch, schema=schema, orient="row")
+                rows += frame.height
+                # a quoted value doubles its quotes: at most twice its bytes, plus quotes and commas
+                widest = frame.select(pl.sum_horizontal(pl.all().str.len_bytes())).to_series().max() or 0
+                longest = max(longest, 2 * int(widest) + 3 * len(schema))  # type: ignore[arg-type]
+                buffer = BytesIO()
+                frame.write_csv(
+                    buffer, include_header=False, quote_style="necessary", null_value="", line_terminator="\r\n"
+                )
+                chunk = buffer.getvalue()
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # no partial file stays behind
+        if is_disk_full(exc):
+            raise disk_full(tmp, f"{plan.database}.{plan.name} export", exc) from None
+        raise
     tmp.replace(path)
     return ExportResult(rows, size, digest.hexdigest(), path, max(longest, len(header)))
 
 
-def _decoded(plan: TablePlan, decoders: dict[int, Any], row: int, values: tuple[Any, ...]) -> list[Any]:
+def _decoded(
+    plan: TablePlan, decoders: dict[int, Any], keys: list[int], line: int, values: tuple[Any, ...]
+) -> list[Any]:
     decoded = list(values)
     for i, decode in decoders.items():
         if decoded[i] is not None:
-            decoded[i] = _as_text(plan, plan.columns[i], row, decoded[i], decode)
+            key = plan.row_key({plan.columns[k].target.name: values[k] for k in keys})
+            decoded[i] = _as_text(plan, plan.columns[i], key, line, decoded[i], decode)
     return decoded
 
 
-def _as_text(plan: TablePlan, column: ColumnPlan, row: int, raw: bytes, decode: Any) -> str:
+def _as_text(plan: TablePlan, column: ColumnPlan, key: dict[str, Any], line: int, raw: bytes, decode: Any) -> str:
     text = decode(raw)[0]
     if _BINARY_TEXT.search(text):
         raise MigrationDataError(
             plan.database,
             plan.name,
-            row,
+            key,
             column.name,
             raw,
             f"bytes that are not {column.source.charset} text in a {column.source.column_type} column",
             f"if the application stores bytes here, add to migration.toml: [databases.{plan.database}.overrides] "
             f'"{plan.name}.{column.name}" = {{ cast = "base64", reason = "..." }}',
+            line=line,
         )
     return text
 
@@ -231,14 +244,15 @@ def key_ranges(connection: Any, plan: TablePlan, parts: int) -> list[KeyRange]:
 
 
 def export(
-    mysql: MySQLResource, database: str, plan: TablePlan, path: Path, parts: int
+    mysql: MySQLResource, database: str, plan: TablePlan, path: Path, parts: int, connection: Any = None
 ) -> tuple[ExportResult, list[KeyRange]]:
     """The table into `path`: whole, or in up to `parts` key ranges at once when its key splits;
-    with the ranges it took (none: whole)."""
-    with mysql.connect(database, raw=True) as connection:
-        ranges = key_ranges(connection, plan, parts)
+    with the ranges it took (none: whole). `connection`: one of the run's snapshot (snapshot.py)
+    to read the table whole on; key ranges read on connections of their own."""
+    with nullcontext(connection) if connection is not None else mysql.connect(database, raw=True) as conn:
+        ranges = key_ranges(conn, plan, parts)
         if not ranges:
-            return export_table(connection, plan, path), []
+            return export_table(conn, plan, path), []
     return export_in_ranges(mysql, database, plan, path, ranges), ranges
 
 
@@ -293,14 +307,20 @@ def _joined(plan: TablePlan, path: Path, parts: list[ExportResult]) -> ExportRes
     digest = hashlib.sha256(header)
     size = len(header)
     tmp = path.with_suffix(path.suffix + ".part")
-    with open(tmp, "wb") as out:
-        out.write(header)
-        for part in parts:
-            with open(part.path, "rb") as source:
-                while block := source.read(COPY_BLOCK):
-                    out.write(block)
-                    digest.update(block)
-                    size += len(block)
+    try:
+        with open(tmp, "wb") as out:
+            out.write(header)
+            for part in parts:
+                with open(part.path, "rb") as source:
+                    while block := source.read(COPY_BLOCK):
+                        out.write(block)
+                        digest.update(block)
+                        size += len(block)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(tmp, f"{plan.database}.{plan.name} export", exc) from None
+        raise
     tmp.replace(path)
     rows = sum(p.rows for p in parts)
     return ExportResult(rows, size, digest.hexdigest(), path, max([len(header), *(p.longest_record for p in parts)]))

@@ -1,134 +1,62 @@
-"""Inside a database's step (one, or one per shard): contract first, then export -> stage -> load per table,
-tables in parallel, each table's assets reported as soon as they are done, fail fast."""
+"""Inside a database's step (one, or one per shard), the database is the unit of failure:
+
+1. the contract: both live schemas as in the snapshot, the application versions, and what would
+   stop the load late (NULLs into NOT NULL, duplicates under a target-only unique key);
+2. export and stage, tables in parallel, each CSV and staged asset reported when it is ready;
+   every input checked against the manifest of the run that wrote it;
+3. orphans among the staged files, in DuckDB, before anything is written;
+4. the load: every table in one PostgreSQL transaction (load.py), the foreign keys that cross
+   the run's edge proven inside it; it commits whole or not at all;
+5. the table checks, then every loaded table reported, parents first.
+
+One run per target database at a time (run_lock.py). The first error stops the step and is the
+one reported; the manifest records it.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import json
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import duckdb
 
 from alkemio_assets.assets import Stage, TableAssets, step_name, table_assets
 from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.export import chunk_count, export
+from alkemio_assets.consistent_read import ConsistentRead
+from alkemio_assets.errors import OrphanRowsError, describe_key
+from alkemio_assets.export import ExportResult, KeyRange, chunk_count, export
+from alkemio_assets.faults import disk_full, is_disk_full, mysql_lost, postgres_lost, retried, verify_input
 from alkemio_assets.graph import LoadOrder, load_order
-from alkemio_assets.load import load_table
+from alkemio_assets.integrity import crossing_foreign_keys, staged_orphans, target_orphans
+from alkemio_assets.load import LoadResult, StagedInput, load_tables
+from alkemio_assets.manifest import MANIFEST, Manifest, RecordedFile, earlier_file, now, recorded_file, run_folder
 from alkemio_assets.plan import ContractError, TablePlan, plan_database
+from alkemio_assets.run_lock import migration_lock
 from alkemio_assets.settings import DatabasePair, Settings
 from alkemio_assets.snapshot import Snapshot
 from alkemio_assets.sql import mysql_ident
 from alkemio_assets.staging import prepare, stage_table
-from alkemio_assets.target import read_pg_catalog
+from alkemio_assets.target import TargetCatalog, read_pg_catalog
 from alkemio_assets.versions import pair_versions
 from checks import run_check
 from checks.table_checks import TableCheckContext, table_checks_for
 from resources import MySQLResource, PostgresResource
 
-MANIFEST = "migration_manifest.json"
+T = TypeVar("T")
 
 
 class StaleSnapshotError(RuntimeError):
     """The live schema is not the one the asset graph was built from."""
 
 
-@dataclass
-class Manifest:
-    """migration_manifest.json: what this run moved, described without secrets."""
-
-    run_id: str
-    database: str
-    source: str
-    target: str
-    started_at: str
-    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
-    versions: dict[str, Any] | None = None  # the application migrations each side held
-    finished_at: str | None = None
-    outcome: str = "running"
-    error: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, table: str, **entry: Any) -> None:
-        with self.lock:
-            self.tables.setdefault(table, {}).update(entry)
-
-    def span(self, table: str, stage: str, started: float) -> None:
-        """When a stage ran (epoch seconds), for the benchmark's phase timings."""
-        with self.lock:
-            self.tables.setdefault(table, {}).setdefault("spans", {})[stage] = [
-                round(started, 3),
-                round(time.time(), 3),
-            ]
-
-    def write(self, path: Path) -> None:
-        """Write, merged with what the database's other steps of this run wrote there (a sharded
-        database has several steps, one after the other or at once, on one machine or on a
-        shared volume): each table's entry gathers its stages, whichever step ran them."""
-        body = {k: v for k, v in self.__dict__.items() if k != "lock"}
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if path.exists() and (earlier := json.loads(path.read_text(encoding="utf-8")))["run_id"] == self.run_id:
-                body = merged_manifest(earlier, body)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
-            tmp.replace(path)
-
-
-def _deep_merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(old)
-    for key, value in new.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def merged_manifest(earlier: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
-    """Two steps' manifests of one database and run: the union of their tables, the earliest
-    start, the latest end, failed if either failed, with every error."""
-    errors = [e for e in (earlier.get("error"), step.get("error")) if e]
-    return {
-        **step,
-        "tables": _deep_merge(earlier.get("tables", {}), step.get("tables", {})),
-        "started_at": min(earlier["started_at"], step["started_at"]),
-        "finished_at": max(filter(None, (earlier.get("finished_at"), step.get("finished_at"))), default=None),
-        "outcome": "failed" if "failed" in (earlier.get("outcome"), step.get("outcome")) else step["outcome"],
-        "error": "\n".join(errors) or None,
-    }
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def run_folder(settings: Settings, run_id: str, pair: DatabasePair) -> Path:
-    return settings.workdir / "runs" / run_id / pair.name
-
-
-def latest_file(settings: Settings, pair: DatabasePair, relative: str, before: Path) -> Path | None:
-    """The newest earlier run's copy of `relative`, for a stage whose input this run did not make."""
-    candidates = [
-        p / pair.name / relative
-        for p in (settings.workdir / "runs").glob("*")
-        if (p / pair.name / relative).exists() and p / pair.name != before
-    ]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def longest_record(csv_path: Path, table: str) -> int:
-    """From the manifest of the earlier run that wrote the file."""
-    manifest = csv_path.parent.parent / MANIFEST
-    if manifest.exists():
-        entry = json.loads(manifest.read_text(encoding="utf-8")).get("tables", {}).get(table, {})
-        if "longest_record" in entry:
-            return int(entry["longest_record"])
-    return 64 << 20  # unknown: allow 64 MB records
+class MissingInputError(FileNotFoundError):
+    """A stage's input was made by no run of this database that succeeded."""
 
 
 def check_live_schema(
@@ -138,8 +66,8 @@ def check_live_schema(
     postgres: PostgresResource,
     tables: set[str],
     moving: set[str],
-) -> dict[str, TablePlan]:
-    """Re-read both schemas and plan `tables`. The tables this run moves must still be as in the
+) -> tuple[dict[str, TablePlan], TargetCatalog]:
+    """Re-read both schemas and plan `tables`, with the live target catalog. The tables this run moves must still be as in the
     snapshot the graph was built from; tables only checked may differ (that is what checks see)."""
     with mysql.connect() as conn:
         source = read_mysql_catalog(conn, pair.source_database)
@@ -156,7 +84,7 @@ def check_live_schema(
             f"{pair.name}: the schema of {changed} changed since the catalog snapshot of "
             f"{snapshot.taken_at:%Y-%m-%d %H:%M} UTC; run the job refresh_catalog, review, then migrate"
         )
-    return plan_database(pair, source, target, only=tables)
+    return plan_database(pair, source, target, only=tables), target
 
 
 def null_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[TablePlan]) -> list[str]:
@@ -173,9 +101,21 @@ def null_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[TableP
                     if n := cur.fetchone()["n"]:
                         problems.append(
                             f"{pair.name}.{plan.name}.{column.name}: {n} rows are NULL on MySQL but the target "
-                            f"column is NOT NULL ({column.target.type_name})"
+                            f"column is NOT NULL ({column.target.type_name}){_null_keys(cur, plan, column.name)}"
                         )
     return problems
+
+
+def _null_keys(cur: Any, plan: TablePlan, column: str, limit: int = 5) -> str:
+    """`: rows id=2, id=9`: the first rows (by key) whose `column` is NULL, named by their key."""
+    keys = [c.name for c in plan.key_columns]
+    if not keys:
+        return ""
+    listed = ", ".join(mysql_ident(k) for k in keys)
+    cur.execute(
+        f"SELECT {listed} FROM {mysql_ident(plan.name)} WHERE {mysql_ident(column)} IS NULL ORDER BY {listed} LIMIT {limit}"
+    )
+    return ": rows " + ", ".join(describe_key(row) for row in cur.fetchall())
 
 
 def unique_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[TablePlan]) -> list[str]:
@@ -199,7 +139,9 @@ def unique_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[Tabl
                 )
                 if duplicates := cur.fetchall():
                     shown = [
-                        "(" + ", ".join(repr(bytes(v).decode("utf-8", "replace")) for k, v in row.items() if k != "n") + ")"
+                        "("
+                        + ", ".join(repr(bytes(v).decode("utf-8", "replace")) for k, v in row.items() if k != "n")
+                        + ")"
                         f" {row['n']} times"
                         for row in duplicates[:5]
                     ]
@@ -211,14 +153,288 @@ def unique_violations(mysql: MySQLResource, pair: DatabasePair, plans: list[Tabl
     return problems
 
 
-def _staged_value(path: Path, row: int, column: str) -> Any:
-    with duckdb.connect() as duck:
-        found = duck.execute(
-            'SELECT "' + column.replace('"', '""') + '" FROM read_csv(?, header = true, all_varchar = true, '
-            "quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false) LIMIT 1 OFFSET ?",
-            [str(path), row - 1],
-        ).fetchone()
-    return None if found is None else found[0]
+# -- the selection -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a step was asked for: per table, its selected stages; the tables in load order."""
+
+    assets: dict[str, TableAssets]
+    stages: dict[str, set[Stage]]
+    lineage: LoadOrder
+    order: list[str]  # the selected tables, parents first
+    checked: set[str]  # tables whose checks are selected
+
+    def having(self, stage: Stage) -> list[str]:
+        return [t for t in self.order if stage in self.stages[t]]
+
+
+def select(context: dg.AssetExecutionContext, pair: DatabasePair, snapshot: Snapshot) -> Selection:
+    tables = [t for t in snapshot.source.tables if t.name not in pair.exclude]
+    assets = table_assets(pair, tables)
+    by_key = {key: (name, stage) for name, a in assets.items() for stage, key in a.keys.items()}
+    stages: dict[str, set[Stage]] = {}
+    for key in context.selected_asset_keys:
+        name, stage = by_key[key]
+        stages.setdefault(name, set()).add(stage)
+    lineage = load_order(tables)
+    checked = {by_key[c.asset_key][0] for c in context.selected_asset_check_keys}
+    return Selection(assets, stages, lineage, [t for t in lineage.order if t in stages], checked)
+
+
+# -- what a step shares between its tables --------------------------------------------------------
+
+
+@dataclass
+class StepRun:
+    """One step's run over its tables: where its files go, what it records, what it talks to."""
+
+    context: dg.AssetExecutionContext
+    pair: DatabasePair
+    settings: Settings
+    snapshot: Snapshot
+    mysql: MySQLResource
+    postgres: PostgresResource
+    chosen: Selection
+    plans: dict[str, TablePlan]
+    folder: Path
+    manifest: Manifest
+    duck: Any
+    moment: ConsistentRead | None = None  # the export's connections, reading one moment of the source
+
+    @property
+    def run_id(self) -> str:
+        return self.context.run.run_id
+
+    def retried(self, action: Callable[[], T], is_lost: Callable[[BaseException], bool], server: str, where: str) -> T:
+        """`action()`, again after a lost connection, as MIGRATION_RETRIES says; each retry logged."""
+        return retried(
+            action,
+            is_lost,
+            server,
+            where,
+            retries=self.settings.retries,
+            backoff=self.settings.retry_seconds,
+            log=self.context.log.warning,
+        )
+
+    def csv_path(self, name: str) -> Path:
+        return self.folder / "csv" / f"{name}.csv"
+
+    def staged_path(self, name: str) -> Path:
+        return self.folder / "staged" / f"{name}.csv"
+
+    def input(self, name: str, kind: str, made_by: Stage) -> RecordedFile:
+        """The table's file of `kind`: this run's, or the newest earlier succeeded run's."""
+        mine = recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), kind)  # type: ignore[arg-type]
+        if mine is not None and made_by in self.chosen.stages[name]:
+            return mine
+        earlier = earlier_file(self.settings, self.pair, name, kind, self.run_id)  # type: ignore[arg-type]
+        if earlier is None:
+            key = self.chosen.assets[name].keys[made_by].to_user_string()
+            raise MissingInputError(
+                f"{self.pair.name}.{name}: no run of {self.pair.name} that succeeded has its {kind} file; "
+                f"materialize {key} first"
+            )
+        return earlier
+
+
+def _columns_entry(plan: TablePlan) -> list[dict[str, str]]:
+    return [
+        {"name": c.name, "mysql": c.source.column_type, "postgres": c.target.type_name, "rule": c.rule.name}
+        for c in plan.columns
+    ]
+
+
+# -- per table: one function per stage -----------------------------------------------------------
+
+
+def export_stage(run: StepRun, name: str) -> dg.MaterializeResult:
+    plan, wall = run.plans[name], time.time()
+    path = run.csv_path(name)
+    parts = chunk_count(run.snapshot.sizes.get(name, 0), run.settings.chunk_bytes, run.settings.workers)
+    attempts = 0
+
+    def once() -> tuple[ExportResult, list[KeyRange]]:
+        nonlocal attempts
+        attempts += 1
+        if run.moment is not None and attempts == 1:
+            with run.moment.connection() as conn:
+                return export(run.mysql, run.pair.source_database, plan, path, parts, conn)
+        if run.moment is not None:
+            run.context.log.warning(f"{run.pair.name}.{name}: exported again outside the run's moment of the source")
+        return export(run.mysql, run.pair.source_database, plan, path, parts)
+
+    exported, ranges = run.retried(once, mysql_lost, f"MySQL {run.mysql.describe()}", f"{run.pair.name}.{name} export")
+    if ranges:
+        run.manifest.record(name, key_ranges=[r.describe() for r in ranges])
+        if run.moment is not None:
+            run.context.log.warning(
+                f"{run.pair.name}.{name}: read in key ranges, outside the run's moment of the source"
+            )
+    run.manifest.record(name, consistent_read=run.moment is not None and attempts == 1 and not ranges)
+    run.manifest.record(
+        name,
+        rows=exported.rows,
+        file=str(path.relative_to(run.folder)),
+        bytes=exported.bytes,
+        sha256=exported.sha256,
+        longest_record=exported.longest_record,
+    )
+    run.manifest.span(name, "export", wall)
+    return dg.MaterializeResult(
+        asset_key=run.chosen.assets[name].keys["csv"],
+        metadata={
+            "rows": exported.rows,
+            "bytes": exported.bytes,
+            "sha256": exported.sha256,
+            "path": dg.MetadataValue.path(str(path)),
+            "seconds": round(time.time() - wall, 3),
+        },
+    )
+
+
+def staging_stage(run: StepRun, name: str) -> dg.MaterializeResult:
+    plan, wall = run.plans[name], time.time()
+    source = run.input(name, "csv", "csv")
+    verify_input(source.path, source.sha256, source.bytes, f"{run.pair.name}.{name} staging")
+    path = run.staged_path(name)
+    staged = stage_table(run.duck.cursor(), plan, source.path, path, source.longest_record or 64 << 20)
+    run.manifest.record(
+        name,
+        staged_file=str(path.relative_to(run.folder)),
+        staged_rows=staged.rows,
+        staged_sha256=staged.sha256,
+        staged_bytes=path.stat().st_size,
+        staged_from={"run_id": source.run_id, "file": str(source.path), "sha256": source.sha256},
+    )
+    run.manifest.span(name, "stage", wall)
+    return dg.MaterializeResult(
+        asset_key=run.chosen.assets[name].keys["staged"],
+        metadata={
+            "rows": staged.rows,
+            "sha256": staged.sha256,
+            "path": dg.MetadataValue.path(str(path)),
+            "duckdb_table": staged.staged_table,
+            "from": dg.MetadataValue.path(str(source.path)),
+            "input_run": source.run_id,
+            "casts": dg.MetadataValue.json({c.name: c.describe() for c in plan.columns}),
+            "seconds": round(time.time() - wall, 3),
+        },
+    )
+
+
+def prepare_table(run: StepRun, name: str) -> list[dg.MaterializeResult]:
+    """A table's export and staging, those of them that are selected."""
+    run.manifest.record(name, columns=_columns_entry(run.plans[name]))
+    stages = run.chosen.stages[name]
+    results = []
+    if "csv" in stages:
+        results.append(export_stage(run, name))
+    if "staged" in stages:
+        results.append(staging_stage(run, name))
+    return results
+
+
+# -- the database: orphans first, then one transaction -------------------------------------------
+
+
+def staged_inputs(run: StepRun, names: list[str]) -> dict[str, StagedInput]:
+    inputs = {}
+    for name in names:
+        file = run.input(name, "staged", "staged")
+        inputs[name] = StagedInput(file.path, file.sha256, file.rows, file.run_id)
+    return inputs
+
+
+def check_staged_orphans(run: StepRun, inputs: dict[str, StagedInput]) -> None:
+    """Before anything is written: every foreign key between tables this run loads, proven on
+    the staged files."""
+    wall = time.time()
+    targets = {name: run.plans[name].target for name in inputs}
+    found = staged_orphans(run.duck.cursor(), targets, {name: i.path for name, i in inputs.items()})
+    run.manifest.note(orphan_check_seconds=round(time.time() - wall, 3))
+    if found:
+        raise OrphanRowsError(run.pair.name, [o.describe() for o in found])
+
+
+def load_database(
+    run: StepRun, inputs: dict[str, StagedInput], target: TargetCatalog, previously_loaded: set[str]
+) -> dict[str, LoadResult]:
+    """Every table of the run in one transaction; the foreign keys crossing the run's edge (a
+    parent or child this run does not load) are proven inside it, before it commits."""
+    order = [run.plans[name] for name in inputs]
+    loading = {plan.name: plan.target for plan in order}
+    crossing = crossing_foreign_keys(loading, target.tables)
+
+    def prove_crossing(cur: Any) -> None:
+        found = [
+            orphans
+            for table, fks in sorted(crossing.items())
+            for orphans in target_orphans(cur, target.table(table) or loading[table], fks)
+            if orphans.count
+        ]
+        if found:
+            raise OrphanRowsError(run.pair.name, [o.describe() for o in found])
+
+    def once() -> dict[str, LoadResult]:
+        application = f"alkemio-migration load {run.run_id}"
+        with run.postgres.connect(run.pair.target_database, application_name=application) as conn:
+            return load_tables(
+                conn,
+                order,
+                inputs,
+                loaded_before=previously_loaded,
+                replace_seeded=set(run.pair.replace_seeded),
+                before_commit=prove_crossing,
+            )
+
+    wall = time.time()
+    results = run.retried(
+        once,
+        postgres_lost,
+        f"PostgreSQL {run.postgres.describe()}/{run.pair.target_database}",
+        f"{run.pair.name} load ({len(order)} tables, nothing committed)",
+    )
+    for name, loaded in results.items():
+        run.manifest.record(name, loaded_rows=loaded.rows, load=loaded.outcome, sequences=loaded.sequences)
+        run.manifest.span(name, "load", wall)
+    return results
+
+
+def loaded_result(
+    run: StepRun, name: str, loaded: LoadResult, source: StagedInput, seconds: float
+) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        asset_key=run.chosen.assets[name].keys["postgres"],
+        metadata={
+            "rows": loaded.rows,
+            "outcome": loaded.outcome,
+            "sequences": dg.MetadataValue.json(loaded.sequences),
+            "target": f"{run.pair.target_database}.{name}",
+            "input_run": source.run_id,
+            "sha256": source.sha256,
+            "seconds": round(seconds, 3),
+        },
+    )
+
+
+# -- the step ------------------------------------------------------------------------------------
+
+
+def in_parallel(pool: ThreadPoolExecutor, work: Callable[[str], T], names: Iterable[str]) -> Iterator[T]:
+    """`work(name)` for every name at once, results as they come; the first error stops the
+    rest (those not started are cancelled) and is raised."""
+    pending: set[Future[T]] = {pool.submit(work, name) for name in names}
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        for future in done:
+            if (error := future.exception()) is not None:
+                for other in pending:
+                    other.cancel()
+                raise error
+            yield future.result()
 
 
 def run_pair(
@@ -229,21 +445,28 @@ def run_pair(
     mysql: MySQLResource,
     postgres: PostgresResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    tables = [t for t in snapshot.source.tables if t.name not in pair.exclude]
-    assets = table_assets(pair, tables)
-    by_key = {key: (name, stage) for name, a in assets.items() for stage, key in a.keys.items()}
-    selected: dict[str, set[Stage]] = {}
-    for key in context.selected_asset_keys:
-        name, stage = by_key[key]
-        selected.setdefault(name, set()).add(stage)
-    lineage = load_order(tables)
-    order = [t for t in lineage.order if t in selected]
-    postgres_keys = {a.keys["postgres"]: name for name, a in assets.items()}
-    checked = {postgres_keys[c.asset_key] for c in context.selected_asset_check_keys}
+    step = context.op_execution_context.op_handle.name
+    with migration_lock(postgres, pair.target_database, step, context.run.run_id):
+        yield from _run_locked(
+            context, pair, settings, snapshot, mysql, postgres, select(context, pair, snapshot), step
+        )
 
-    plans = check_live_schema(pair, snapshot, mysql, postgres, set(order) | checked, set(order))
+
+def _run_locked(
+    context: dg.AssetExecutionContext,
+    pair: DatabasePair,
+    settings: Settings,
+    snapshot: Snapshot,
+    mysql: MySQLResource,
+    postgres: PostgresResource,
+    chosen: Selection,
+    step: str,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    plans, target = check_live_schema(
+        pair, snapshot, mysql, postgres, set(chosen.order) | chosen.checked, set(chosen.order)
+    )
     versions, problems = pair_versions(pair, mysql, postgres)
-    exporting = [plans[t] for t in order if "csv" in selected[t]]
+    exporting = [plans[t] for t in chosen.having("csv")]
     if problems := problems + null_violations(mysql, pair, exporting) + unique_violations(mysql, pair, exporting):
         raise ContractError(problems)
 
@@ -260,156 +483,76 @@ def run_pair(
     for name, override in pair.overrides.items():
         manifest.record(name.partition(".")[0], overrides={name: {"cast": override.cast, "reason": override.reason}})
     # one DuckDB file per step that stages: a sharded database's steps may run at once
-    step = context.op_execution_context.op_handle.name
     duck = duckdb.connect(
         str(folder / ("staging.duckdb" if step == step_name(pair, 0, 1) else f"staging.{step}.duckdb"))
-        if any("staged" in stages for stages in selected.values())
+        if chosen.having("staged")
         else ":memory:"
     )
     prepare(duck)
+    run = StepRun(context, pair, settings, snapshot, mysql, postgres, chosen, plans, folder, manifest, duck)
+    loading = chosen.having("postgres")
     previously_loaded = {
         name
-        for name in order
-        if "postgres" in selected[name]
-        and context.instance.get_latest_materialization_event(assets[name].keys["postgres"]) is not None
+        for name in loading
+        if context.instance.get_latest_materialization_event(chosen.assets[name].keys["postgres"]) is not None
     }
-
-    def move(name: str) -> list[dg.MaterializeResult]:
-        plan, stages = plans[name], selected[name]
-        results: list[dg.MaterializeResult] = []
-        csv_path = folder / "csv" / f"{name}.csv"
-        staged_path = folder / "staged" / f"{name}.csv"
-        manifest.record(
-            name,
-            columns=[
-                {"name": c.name, "mysql": c.source.column_type, "postgres": c.target.type_name, "rule": c.rule.name}
-                for c in plan.columns
-            ],
-        )
-        if "csv" in stages:
-            wall = time.time()
-            parts = chunk_count(snapshot.sizes.get(name, 0), settings.chunk_bytes, settings.workers)
-            exported, ranges = export(mysql, pair.source_database, plan, csv_path, parts)
-            if ranges:
-                manifest.record(name, key_ranges=[r.describe() for r in ranges])
-            manifest.record(
-                name,
-                rows=exported.rows,
-                file=str(csv_path.relative_to(folder)),
-                bytes=exported.bytes,
-                sha256=exported.sha256,
-                longest_record=exported.longest_record,
-            )
-            manifest.span(name, "export", wall)
-            results.append(
-                dg.MaterializeResult(
-                    asset_key=assets[name].keys["csv"],
-                    metadata={
-                        "rows": exported.rows,
-                        "bytes": exported.bytes,
-                        "sha256": exported.sha256,
-                        "path": dg.MetadataValue.path(str(csv_path)),
-                        "seconds": round(time.time() - wall, 3),
-                    },
-                )
-            )
-        if "staged" in stages:
-            source_csv = csv_path if csv_path.exists() else latest_file(settings, pair, f"csv/{name}.csv", folder)
-            if source_csv is None:
-                raise FileNotFoundError(
-                    f"{pair.name}.{name}: no CSV file to stage; materialize {assets[name].keys['csv'].to_user_string()} first"
-                )
-            wall = time.time()
-            longest = manifest.tables[name].get("longest_record") if source_csv == csv_path else None
-            staged = stage_table(
-                duck.cursor(), plan, source_csv, staged_path, longest or longest_record(source_csv, name)
-            )
-            manifest.record(name, staged_file=str(staged_path.relative_to(folder)), staged_rows=staged.rows)
-            manifest.span(name, "stage", wall)
-            results.append(
-                dg.MaterializeResult(
-                    asset_key=assets[name].keys["staged"],
-                    metadata={
-                        "rows": staged.rows,
-                        "path": dg.MetadataValue.path(str(staged_path)),
-                        "duckdb_table": staged.staged_table,
-                        "from": dg.MetadataValue.path(str(source_csv)),
-                        "casts": dg.MetadataValue.json({c.name: c.describe() for c in plan.columns}),
-                        "seconds": round(time.time() - wall, 3),
-                    },
-                )
-            )
-        if "postgres" in stages:
-            source_staged = (
-                staged_path if staged_path.exists() else latest_file(settings, pair, f"staged/{name}.csv", folder)
-            )
-            if source_staged is None:
-                raise FileNotFoundError(
-                    f"{pair.name}.{name}: no staged file to load; materialize {assets[name].keys['staged'].to_user_string()} first"
-                )
-            wall = time.time()
-            with postgres.connect(pair.target_database) as conn:
-                loaded = load_table(
-                    conn,
-                    plan,
-                    source_staged,
-                    lambda row, column: _staged_value(source_staged, row, column),
-                    loaded_before=name in previously_loaded,
-                    replace_seeded=name in pair.replace_seeded,
-                )
-            manifest.record(name, loaded_rows=loaded.rows, load=loaded.outcome, sequences=loaded.sequences)
-            manifest.span(name, "load", wall)
-            results.append(
-                dg.MaterializeResult(
-                    asset_key=assets[name].keys["postgres"],
-                    metadata={
-                        "rows": loaded.rows,
-                        "outcome": loaded.outcome,
-                        "sequences": dg.MetadataValue.json(loaded.sequences),
-                        "target": f"{pair.target_database}.{name}",
-                        "seconds": round(time.time() - wall, 3),
-                    },
-                )
-            )
-        return results
-
-    # Dagster takes a multi-asset's results in topological order, and a table's checks need its
-    # parents loaded: CSV and staged results go out when ready; each loaded table is reported,
-    # with its checks, once every load of the run is done, parents first.
-    loaded: dict[str, dg.MaterializeResult] = {}
     failure: BaseException | None = None
     try:
         with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{pair.name}-table") as pool:
-            pending: set[Future[list[dg.MaterializeResult]]] = {pool.submit(move, name) for name in order}
-            while pending and failure is None:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    if (failure := future.exception()) is not None:
-                        for other in pending:
-                            other.cancel()
-                        break
-                    for result in future.result():
-                        assert result.asset_key is not None  # every result here names its asset
-                        name, stage = by_key[result.asset_key]
-                        if stage == "postgres":
-                            loaded[name] = result
-                        else:
-                            yield result
-            if failure is None:
-                evaluated = run_checks(pool, context, pair, plans, assets, lineage, mysql, postgres, manifest)
-                for name in [t for t in lineage.order if t in loaded or t in evaluated]:
-                    if name in loaded:
-                        yield loaded[name]
-                    yield from evaluated.get(name, [])
+            exporting_now = chosen.having("csv")
+            with (
+                ConsistentRead(
+                    mysql, pair.source_database, min(settings.workers, len(exporting_now)), context.log.warning
+                )
+                if exporting_now
+                else nullcontext() as moment
+            ):
+                run.moment = moment
+                if moment is not None:
+                    manifest.note(source_moment="global read lock" if moment.locked else "per connection")
+                for results in in_parallel(pool, lambda name: prepare_table(run, name), chosen.order):
+                    yield from results
+            run.moment = None
+            inputs = staged_inputs(run, loading)
+            loaded: dict[str, LoadResult] = {}
+            seconds = 0.0
+            if inputs:
+                check_staged_orphans(run, inputs)
+                wall = time.time()
+                loaded = load_database(run, inputs, target, previously_loaded)
+                seconds = time.time() - wall
+            evaluated = run_checks(pool, context, pair, plans, chosen.assets, chosen.lineage, mysql, postgres, manifest)
+        # Dagster takes a multi-asset's results in topological order, and a table's checks need
+        # its parents loaded: each loaded table is reported, with its checks, parents first.
+        for name in [t for t in chosen.lineage.order if t in loaded or t in evaluated]:
+            if name in loaded:
+                yield loaded_result(run, name, loaded[name], inputs[name], seconds)
+            yield from evaluated.get(name, [])
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         duck.close()
-        manifest.finished_at = now()
-        manifest.outcome = "failed" if failure else "succeeded"
-        manifest.error = str(failure) if failure else None
-        manifest.write(folder / MANIFEST)
+        _finish(context, manifest, folder, failure)
+
+
+def _finish(context: dg.AssetExecutionContext, manifest: Manifest, folder: Path, failure: BaseException | None) -> None:
+    """Write the manifest. Should that fail too (a full disk), the first error stays the one
+    raised and the manifest's own failure is logged."""
+    manifest.finished_at = now()
+    manifest.outcome = "failed" if failure else "succeeded"
+    manifest.error = None if failure is None else f"{type(failure).__name__}: {failure}"
+    path = folder / MANIFEST
+    try:
+        manifest.write(path)
+    except OSError as exc:
+        error = disk_full(path, f"{manifest.database} manifest", exc) if is_disk_full(exc) else exc
+        if failure is None:
+            raise error from exc
+        context.log.error(f"the manifest could not be written either: {error}")
+        return
     if failure is not None:
-        context.log.error(f"manifest: {folder / MANIFEST}")
-        raise failure
+        context.log.error(f"manifest: {path}")
 
 
 def run_checks(

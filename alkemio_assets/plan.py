@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from alkemio_assets.casts import (
     DECIMAL,
@@ -26,7 +26,7 @@ from alkemio_assets.casts import (
 )
 from alkemio_assets.catalog import Catalog, ColumnSpec, TableSpec
 from alkemio_assets.settings import DatabasePair, Override
-from alkemio_assets.target import TargetCatalog, TargetColumn, TargetTable
+from alkemio_assets.target import TargetCatalog, TargetColumn, TargetTable, integer_text
 
 ExportAs = Literal["value", "bytes", "charset_text"]
 UTF8_CHARSETS = frozenset({None, "utf8mb4", "utf8mb3", "utf8", "binary"})
@@ -83,6 +83,12 @@ class ColumnPlan:
     def reason(self) -> str:
         return self.rule.reason.format(**self.params)
 
+    def explain(self, expr: str) -> str:
+        """A DuckDB expression: why this column's rule refuses the value `expr`."""
+        if self.rule.explain is None:
+            return "'" + self.reason().replace("'", "''") + "'"
+        return self.rule.explain.format(v=expr, **self.params)
+
     def describe(self) -> str:
         via = f" (override {self.override.cast})" if self.override else ""
         return f"{self.source.column_type} -> {self.target.type_name}: {self.rule.name}{via}"
@@ -99,6 +105,23 @@ class TablePlan:
     @property
     def name(self) -> str:
         return self.source.name
+
+    @property
+    def key_columns(self) -> tuple[ColumnPlan, ...]:
+        """The columns that name a row on MySQL: its primary key, else its first unique key with
+        no NULL column, else none (the file line is all there is)."""
+        candidates = [self.source.primary_key, *self.source.unique_keys]
+        by_name = {c.name: c for c in self.columns}
+        for key in candidates:
+            columns = tuple(by_name[n] for n in key if n in by_name)
+            if key and len(columns) == len(key) and not any(c.source.nullable for c in columns):
+                return columns
+        return ()
+
+    def row_key(self, text: Mapping[str, str | None]) -> dict[str, Any]:
+        """The key of a row read back as text (from a staged file), with integers as integers:
+        `id=2`, not `id='2'`."""
+        return {c.name: integer_text(c.target, text[c.target.name]) for c in self.key_columns}
 
     @property
     def code_version(self) -> str:

@@ -120,6 +120,8 @@ class Settings:
     chunk_bytes: int  # a table with more source bytes is exported in key ranges, in processes (0: never)
     dagster_storage: Endpoint
     dagster_storage_database: str
+    retries: int = 3  # attempts after a lost connection, where nothing is committed yet
+    retry_seconds: int = 2  # the first wait before one; doubled on each attempt
 
     def pair(self, name: str) -> DatabasePair:
         for p in self.pairs:
@@ -288,6 +290,8 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
     workers = _positive(env, "MIGRATION_WORKERS", 4, "parallel tables in a step", problems)
     shards = _positive(env, "MIGRATION_SHARDS", 1, "steps to split each database's tables into", problems)
     chunk_mb = _positive(env, "MIGRATION_CHUNK_MB", CHUNK_MB, "MB of source per key range (0: off)", problems, 0)
+    retries = _positive(env, "MIGRATION_RETRIES", 3, "attempts after a lost connection", problems, 0)
+    retry_seconds = _positive(env, "MIGRATION_RETRY_SECONDS", 2, "seconds before the first retry", problems, 0)
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -301,4 +305,6 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
         catalog_dir=REPO_ROOT / _text(env, "MIGRATION_CATALOG_DIR", str(workdir / "catalog")),
         dagster_storage=storage,
         dagster_storage_database=_text(env, "DAGSTER_PG_DB", "dagster"),
+        retries=retries,
+        retry_seconds=retry_seconds,
     )

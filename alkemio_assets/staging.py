@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from alkemio_assets.errors import MigrationDataError
+from alkemio_assets.faults import disk_full, is_disk_full, sha256_of
 from alkemio_assets.plan import ColumnPlan, TablePlan
 
 # Target types whose text must be quoted in the load-ready file: an unquoted `\.` line would be
@@ -29,6 +30,7 @@ class StageResult:
     path: Path
     raw_table: str
     staged_table: str
+    sha256: str  # of the load-ready file: the load refuses any other
 
 
 def _quote(name: str) -> str:
@@ -76,7 +78,8 @@ def _checks(plan: TablePlan) -> list[tuple[ColumnPlan, str]]:
 
 
 def _first_invalid(duck: Any, plan: TablePlan, reader: str) -> MigrationDataError | None:
-    """The first row (in file order) with a value its rule refuses, named; None if there is none."""
+    """The first row (in file order) with a value its rule refuses, named by its key; None if
+    there is none."""
     checks = _checks(plan)
     if not checks:
         return None
@@ -90,15 +93,20 @@ def _first_invalid(duck: Any, plan: TablePlan, reader: str) -> MigrationDataErro
         return None
     rowid, *hits = found
     column = next(c for (c, _), hit in zip(checks, hits, strict=True) if hit)
-    (value,) = duck.execute(f"SELECT {_quote(column.target.name)} FROM {raw} WHERE rowid = ?", [rowid]).fetchone()
+    keys = plan.key_columns
+    value_sql = _quote(column.target.name)
+    key_sql = "".join(f", {_quote(k.target.name)}" for k in keys)
+    value, why, *key = duck.execute(
+        f"SELECT {value_sql}, {column.explain(value_sql)}{key_sql} FROM {raw} WHERE rowid = ?", [rowid]
+    ).fetchone()
     return MigrationDataError(
         plan.database,
         plan.name,
-        rowid + 1,
+        {k.name: v for k, v in zip(keys, key, strict=True)},
         column.name,
         value,
-        f"{column.reason()} (rule {column.rule.name}: MySQL {column.source.column_type} -> "
-        f"PostgreSQL {column.target.type_name})",
+        f"{why} (rule {column.rule.name}: MySQL {column.source.column_type} -> PostgreSQL {column.target.type_name})",
+        line=rowid + 2,
     )
 
 
@@ -129,11 +137,16 @@ def stage_table(
         (rows,) = duck.execute(
             f"COPY (SELECT {select} FROM {reader}) TO {_literal(str(partial))} ({options})"
         ).fetchone()
-    except duckdb.Error:
+    except duckdb.Error as exc:
         partial.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(partial, f"{plan.database}.{plan.name} staging", exc) from None
         # a refused value, or a cast that failed on one: find and name the first bad row
         if (error := _first_invalid(duck, plan, reader)) is not None:
             raise error from None
+        raise
+    except BaseException:
+        partial.unlink(missing_ok=True)
         raise
     partial.replace(staged_path)
     duck.execute(f"CREATE OR REPLACE VIEW {raw} AS SELECT * FROM {reader}")
@@ -141,4 +154,19 @@ def stage_table(
         f"CREATE OR REPLACE VIEW {staged} AS SELECT * FROM read_csv({_literal(str(staged_path))}, header = true, "
         f"all_varchar = true, nullstr = '', max_line_size = {_line_size(longest_record)})"
     )
-    return StageResult(int(rows), staged_path, raw, staged)
+    return StageResult(int(rows), staged_path, raw, staged, sha256_of(staged_path))
+
+
+def staged_row(path: Path, line: int, columns: list[str]) -> dict[str, str | None]:
+    """Some values of the record at `line` of a load-ready file (line 1 is the header), as text:
+    the row a refusal of PostgreSQL's COPY names, read back to name it by its key."""
+    if not columns:
+        return {}
+    with duckdb.connect() as duck:
+        found = duck.execute(
+            f"SELECT {', '.join(_quote(c) for c in columns)} FROM read_csv(?, header = true, all_varchar = true, "
+            "quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, max_line_size = 1000000000) "
+            "LIMIT 1 OFFSET ?",
+            [str(path), line - 2],
+        ).fetchone()
+    return {} if found is None else dict(zip(columns, found, strict=True))

@@ -27,6 +27,16 @@ class TargetColumn:
     identity: bool
 
 
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+
+
+def integer_text(column: TargetColumn | None, value: Any) -> Any:
+    """A value read back as text, as an int when its column is an integer (for naming a row)."""
+    if column is not None and column.data_type in INTEGER_TYPES and isinstance(value, str):
+        return int(value)
+    return value
+
+
 @dataclass(frozen=True)
 class TargetForeignKey:
     name: str

@@ -186,9 +186,12 @@ def deferred_foreign_keys(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
     that breaks a cycle), once every table is loaded: zero orphan rows."""
     counts: dict[str, int] = {}
     samples: dict[str, list[str]] = {}
+    catalog = ctx.target_catalog()
     with ctx.postgres.connect(ctx.pair.target_database) as conn:
         for table, fks in sorted(ctx.deferred.items()):
-            found, shown = orphans(conn, table, fks)
+            target = catalog.table(table)
+            assert target is not None, f"{table} is in the deferred foreign keys, so on the target"
+            found, shown = orphans(conn, target, fks)
             counts.update({f"{table}.{name}": n for name, n in found.items()})
             samples.update({f"{table}.{name}": keys for name, keys in shown.items()})
     return _result(ctx, "deferred_foreign_keys", not any(counts.values()), ERROR, **orphan_evidence(counts, samples))

@@ -15,9 +15,10 @@ from psycopg import sql
 
 from alkemio_assets.export import select_list
 from alkemio_assets.graph import LoadOrder
+from alkemio_assets.integrity import target_orphans
 from alkemio_assets.plan import TablePlan
 from alkemio_assets.sql import first, mysql_ident
-from alkemio_assets.target import TargetForeignKey
+from alkemio_assets.target import TargetForeignKey, TargetTable
 from checks import check_result
 from checks.documents import compressed_columns, mysql_documents, postgres_documents
 from checks.fingerprint import (
@@ -125,31 +126,13 @@ def content_fingerprint(ctx: TableCheckContext) -> dg.AssetCheckResult:
     return _result(ctx, "content_fingerprint", passed, ERROR, **metadata)
 
 
-def orphans(conn: Any, table: str, fks: Iterable[TargetForeignKey]) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """Per foreign key of `table`: rows whose key names no parent row, and up to five of them."""
-    counts: dict[str, int] = {}
-    samples: dict[str, list[str]] = {}
-    for fk in fks:
-        cols = [sql.Identifier(c) for c in fk.columns]
-        match = sql.SQL(" AND ").join(
-            sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c))
-            for c, r in zip(fk.columns, fk.ref_columns, strict=True)
-        )
-        present = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(c) for c in cols)
-        query = sql.SQL(
-            "SELECT {cols} FROM {t} c WHERE {present} AND NOT EXISTS (SELECT 1 FROM {r} p WHERE {match})"
-        ).format(
-            cols=sql.SQL(", ").join(sql.SQL("c.{}::text").format(c) for c in cols),
-            t=sql.Identifier(table),
-            present=present,
-            r=sql.Identifier(fk.ref_table),
-            match=match,
-        )
-        count = first(conn.execute(sql.SQL("SELECT count(*) FROM ({}) o").format(query)))
-        counts[fk.name] = count
-        if count:
-            samples[fk.name] = [", ".join(r) for r in conn.execute(sql.SQL("{} LIMIT 5").format(query))]
-    return counts, samples
+def orphans(
+    conn: Any, table: TargetTable, fks: Iterable[TargetForeignKey]
+) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Per foreign key of `table`: rows whose key names no parent row, and up to five of them,
+    each named by the child row's key and the parent key it names."""
+    found = target_orphans(conn, table, fks)
+    return {o.fk.name: o.count for o in found}, {o.fk.name: list(o.samples) for o in found if o.count}
 
 
 def orphan_evidence(counts: dict[str, int], samples: dict[str, list[str]]) -> dict[str, Any]:
@@ -165,7 +148,7 @@ def foreign_keys(ctx: TableCheckContext) -> dg.AssetCheckResult:
     (the load bypassed them). The others wait for the whole database: `deferred_foreign_keys`."""
     now = [fk for fk in ctx.plan.target.foreign_keys if ctx.lineage.loads_first(ctx.plan.name, fk.ref_table)]
     with ctx.postgres.connect(ctx.target_database) as conn:
-        counts, samples = orphans(conn, ctx.plan.name, now)
+        counts, samples = orphans(conn, ctx.plan.target, now)
     metadata = orphan_evidence(counts, samples)
     if deferred := sorted(fk.name for fk in ctx.plan.target.foreign_keys if fk not in now):
         metadata["proven_on_verified"] = dg.MetadataValue.json(deferred)
@@ -318,7 +301,9 @@ def compressed_documents(ctx: TableCheckContext) -> dg.AssetCheckResult:
     for column in compressed_columns(ctx.plan):
         left = mysql_documents(ctx.mysql, ctx.source_database, ctx.plan, column)
         right = postgres_documents(ctx.postgres, ctx.target_database, ctx.plan, column)
-        equal = left.fingerprint.buckets == right.fingerprint.buckets and left.fingerprint.rows == right.fingerprint.rows
+        equal = (
+            left.fingerprint.buckets == right.fingerprint.buckets and left.fingerprint.rows == right.fingerprint.rows
+        )
         passed = passed and equal and not left.failed and not right.failed
         evidence[column.name] = {
             "inflated_mysql": left.fingerprint.rows,
@@ -357,7 +342,8 @@ TABLE_CHECKS: dict[str, tuple[Callable[[TableCheckContext], dg.AssetCheckResult]
 
 # Checks that hold only for some tables: the name, and which tables.
 CONDITIONAL_TABLE_CHECKS: dict[
-    str, tuple[Callable[[TableCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str, Callable[[TablePlan], bool]]
+    str,
+    tuple[Callable[[TableCheckContext], dg.AssetCheckResult], dg.AssetCheckSeverity, str, Callable[[TablePlan], bool]],
 ] = {
     "compressed_documents": (
         compressed_documents,

@@ -27,8 +27,11 @@ class PostgresResource(dg.ConfigurableResource):
         return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}
 
     @contextmanager
-    def connect(self, dbname: str = "postgres", *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """Hand out one connection; the caller's `with conn.transaction()` decides what commits."""
+    def connect(
+        self, dbname: str = "postgres", *, autocommit: bool = False, application_name: str = "alkemio-migration"
+    ) -> Iterator[psycopg.Connection]:
+        """Hand out one connection; the caller's `with conn.transaction()` decides what commits.
+        `application_name` is what pg_stat_activity shows for it (a run names itself there)."""
         conn = psycopg.connect(
             host=self.host,
             port=self.port,
@@ -36,7 +39,7 @@ class PostgresResource(dg.ConfigurableResource):
             password=self.password or None,
             dbname=dbname,
             client_encoding="UTF8",
-            application_name="alkemio-migration",
+            application_name=application_name[:63],
             autocommit=autocommit,
         )
         try:

@@ -183,3 +183,38 @@ def migrated(generated_source, target_databases, tmp_path, instance: dg.DagsterI
     settings = migration_settings(databases, str(tmp_path))
     result = materialize_all(settings, instance)
     return settings, databases, result
+
+
+def target_state(postgres: PostgresResource, database: str) -> dict[str, object]:
+    """What "left exactly as it was" means for a target database: every table's row count and
+    content hash, every constraint validated, every trigger enabled, and no relation, prepared
+    transaction or session of ours more or less than before."""
+    with postgres.connect(database) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        content = {}
+        for table in tables:
+            ident = '"' + table.replace('"', '""') + '"'
+            content[table] = conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {ident} t"
+            ).fetchone()
+        return {
+            "tables": content,
+            "relations": conn.execute(
+                "SELECT relname, relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+                "AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2"
+            ).fetchall(),
+            "unvalidated_constraints": conn.execute(
+                "SELECT conname FROM pg_constraint WHERE NOT convalidated ORDER BY 1"
+            ).fetchall(),
+            "disabled_triggers": conn.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgenabled <> 'O' ORDER BY 1"
+            ).fetchall(),
+            "prepared_transactions": conn.execute(
+                "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
+            ).fetchall(),
+            "sessions_of_ours": conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'alkemio-migration %' AND pid <> pg_backend_pid()"
+            ).fetchone(),
+        }

@@ -121,7 +121,8 @@ def test_foreign_keys_show_the_orphan(migrated, postgres, instance):
     e = evaluate(settings, instance, "alkemio/postgres/visual", "foreign_keys")
     assert not e.passed
     assert meta(e, "orphans")["FK_visual_profile"] == 1
-    assert meta(e, "orphan_keys")["FK_visual_profile"] == [ghost]
+    ((shown,),) = meta(e, "orphan_keys").values()
+    assert shown.startswith("row id='") and f"profileId='{ghost}' names no parent row" in shown
 
 
 def test_the_cycle_edge_is_proven_on_verified(migrated, postgres, instance):
@@ -140,7 +141,8 @@ def test_the_cycle_edge_is_proven_on_verified(migrated, postgres, instance):
     e = evaluate(settings, instance, "alkemio/verified", "deferred_foreign_keys")
     assert not e.passed
     assert meta(e, "orphans") == {"storage_aggregator.FK_storage_aggregator_direct_storage": 1}
-    assert meta(e, "orphan_keys")["storage_aggregator.FK_storage_aggregator_direct_storage"] == [ghost]
+    (shown,) = meta(e, "orphan_keys")["storage_aggregator.FK_storage_aggregator_direct_storage"]
+    assert shown.startswith("row id='") and f"directStorageId='{ghost}' names no parent row" in shown
 
 
 def test_keys_and_query_plans_see_a_dropped_unique_index(migrated, postgres, instance):
@@ -274,10 +276,12 @@ def test_schema_contract_blocks_before_data_moves(migrated, mysql: MySQLResource
 def test_an_error_check_keeps_the_report_and_cutover_back(
     generated_source, target_databases, mysql: MySQLResource, tmp_path, instance
 ):
+    """A user whose authId names no Kratos identity: not a foreign key, so the data loads, and
+    the ERROR check cross_database_references fails; the report and the cut-over stay back.
+    (An orphan under a foreign key never loads at all: test_failfast.)"""
     databases, _ = generated_source
     with mysql.connect(databases["alkemio"]) as conn, conn.cursor() as cur:
-        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-        cur.execute("UPDATE visual SET profileId = %s ORDER BY id LIMIT 1", (str(uuid.uuid4()),))
+        cur.execute("UPDATE user SET authId = %s ORDER BY id LIMIT 1", (str(uuid.uuid4()),))
     from conftest import migration_settings
 
     settings = migration_settings(databases, str(tmp_path))
@@ -287,9 +291,9 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
         .resolve_job_def("migrate_all")
         .execute_in_process(instance=instance, raise_on_error=False)
     )
-    assert failed_error_checks(result) == [("alkemio/postgres/visual", "foreign_keys")]
+    assert failed_error_checks(result) == [("alkemio/verified", "cross_database_references")]
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert "alkemio/postgres/visual" in materialized
+    assert "alkemio/postgres/user" in materialized
     assert "migration/report" not in materialized and "migration/cutover" not in materialized
 
 

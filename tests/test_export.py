@@ -116,7 +116,7 @@ def test_bytes_in_a_latin1_text_column_need_an_override(mysql: MySQLResource, un
             export_table(conn, plan, tmp_path / "w.csv")
         message = str(err.value)
         for part in [
-            "db.w, CSV row 2",
+            "db.w, row id=2 (CSV record 3, the header being record 1)",
             "column content",
             "bytes that are not latin1 text",
             'overrides] "w.content" = { cast = "base64"',
@@ -228,13 +228,14 @@ def test_a_bad_value_in_a_later_range_is_named_at_its_row_in_the_file(
         rows = [(f"{h}0000000-0000-4000-8000-00000000000{i}", "ok") for h in "0123456789abcdef" for i in range(2)]
         plan = _uuid_table(mysql, db, rows, charset="latin1")
         with mysql.connect(db) as conn, conn.cursor() as cur:
-            # the 4th row of the range from 'c00' (c0, c1, d0, d1) is the 28th of the file
+            # the 4th row of the range from 'c00' (c0, c1, d0, d1) is the 28th of the file, record 29
             cur.execute("UPDATE u SET v = _binary'x\\0\\1' WHERE id = 'd0000000-0000-4000-8000-000000000001'")
         with mysql.connect(db, raw=True) as conn:
             ranges = key_ranges(conn, plan, 4)
         with pytest.raises(MigrationDataError) as err:
             export_in_ranges(mysql, db, plan, tmp_path / "u.csv", ranges)
-        assert "db.u, CSV row 28 " in str(err.value) and "column v" in str(err.value)
+        assert "db.u, row id='d0000000-0000-4000-8000-000000000001' (CSV record 29," in str(err.value)
+        assert "column v" in str(err.value)
         assert list(tmp_path.iterdir()) == []  # nothing of the table written
     finally:
         mysql.drop_database(db)

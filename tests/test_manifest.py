@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alkemio_assets.migrate import MANIFEST, Manifest, merged_manifest
+from alkemio_assets.manifest import MANIFEST, Manifest, merged_manifest
 
 
 def _step(run_id: str, started: str, finished: str, outcome: str = "succeeded", error: str | None = None) -> Manifest:

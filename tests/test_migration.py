@@ -13,7 +13,7 @@ from fidelity import compare_table
 from psycopg import sql
 
 from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.migrate import MANIFEST
+from alkemio_assets.manifest import MANIFEST
 from alkemio_assets.plan import plan_database
 from alkemio_assets.settings import Settings
 from alkemio_assets.target import read_pg_catalog
