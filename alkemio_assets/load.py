@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ class LoadResult:
     rows: int
     outcome: Outcome
     sequences: dict[str, int]
+    span: tuple[float, float] = (0.0, 0.0)  # when the table's load ran inside the transaction (epoch seconds)
 
 
 # SQLSTATE classes of a row PostgreSQL refuses: data exception, integrity constraint violation
@@ -177,13 +179,15 @@ def load_tables(
     with connection.transaction(), connection.cursor() as cur:
         _bypass_foreign_keys(cur)
         for plan in plans:
-            results[plan.name] = load_into(
+            started = time.time()
+            loaded = load_into(
                 cur,
                 plan,
                 inputs[plan.name],
                 loaded_before=plan.name in loaded_before,
                 replace_seeded=plan.name in replace_seeded,
             )
+            results[plan.name] = replace(loaded, span=(started, time.time()))
         before_commit(cur)
     return results
 

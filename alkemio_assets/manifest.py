@@ -54,12 +54,12 @@ class Manifest:
         with self.lock:
             self.whole.update(entry)
 
-    def span(self, table: str, stage: str, started: float) -> None:
-        """When a stage ran (epoch seconds), for the benchmark's phase timings."""
+    def span(self, table: str, stage: str, started: float, ended: float | None = None) -> None:
+        """When a stage ran (epoch seconds, until now unless `ended`), for the benchmark's phase timings."""
         with self.lock:
             self.tables.setdefault(table, {}).setdefault("spans", {})[stage] = [
                 round(started, 3),
-                round(time.time(), 3),
+                round(time.time() if ended is None else ended, 3),
             ]
 
     def write(self, path: Path) -> None:
@@ -131,7 +131,9 @@ def recorded_file(folder: Path, run_id: str, entry: dict[str, Any], kind: FileKi
     return RecordedFile(folder / entry[path], run_id, entry[sha256], entry.get(size), int(entry[rows]), longest)
 
 
-def earlier_file(settings: Settings, pair: DatabasePair, table: str, kind: FileKind, run_id: str) -> RecordedFile | None:
+def earlier_file(
+    settings: Settings, pair: DatabasePair, table: str, kind: FileKind, run_id: str
+) -> RecordedFile | None:
     """The table's file of `kind` from another step of this run (a sharded database's steps,
     or the pieces Dagster splits a step into, hand files on within a run), else from the newest
     earlier run of the database that succeeded."""

@@ -364,6 +364,7 @@ def load_database(
 ) -> dict[str, LoadResult]:
     """Every table of the run in one transaction; the foreign keys crossing the run's edge (a
     parent or child this run does not load) are proven inside it, before it commits."""
+    wall = time.time()
     order = [run.plans[name] for name in inputs]
     loading = {plan.name: plan.target for plan in order}
     crossing = crossing_foreign_keys(loading, target.tables)
@@ -390,7 +391,6 @@ def load_database(
                 before_commit=prove_crossing,
             )
 
-    wall = time.time()
     results = run.retried(
         once,
         postgres_lost,
@@ -399,13 +399,12 @@ def load_database(
     )
     for name, loaded in results.items():
         run.manifest.record(name, loaded_rows=loaded.rows, load=loaded.outcome, sequences=loaded.sequences)
-        run.manifest.span(name, "load", wall)
+        run.manifest.span(name, "load", *loaded.span)
+    run.manifest.note(load_transaction_seconds=round(time.time() - wall, 3))
     return results
 
 
-def loaded_result(
-    run: StepRun, name: str, loaded: LoadResult, source: StagedInput, seconds: float
-) -> dg.MaterializeResult:
+def loaded_result(run: StepRun, name: str, loaded: LoadResult, source: StagedInput) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         asset_key=run.chosen.assets[name].keys["postgres"],
         metadata={
@@ -415,7 +414,7 @@ def loaded_result(
             "target": f"{run.pair.target_database}.{name}",
             "input_run": source.run_id,
             "sha256": source.sha256,
-            "seconds": round(seconds, 3),
+            "seconds": round(loaded.span[1] - loaded.span[0], 3),
         },
     )
 
@@ -515,18 +514,15 @@ def _run_locked(
             run.moment = None
             inputs = staged_inputs(run, loading)
             loaded: dict[str, LoadResult] = {}
-            seconds = 0.0
             if inputs:
                 check_staged_orphans(run, inputs)
-                wall = time.time()
                 loaded = load_database(run, inputs, target, previously_loaded)
-                seconds = time.time() - wall
             evaluated = run_checks(pool, context, pair, plans, chosen.assets, chosen.lineage, mysql, postgres, manifest)
         # Dagster takes a multi-asset's results in topological order, and a table's checks need
         # its parents loaded: each loaded table is reported, with its checks, parents first.
         for name in [t for t in chosen.lineage.order if t in loaded or t in evaluated]:
             if name in loaded:
-                yield loaded_result(run, name, loaded[name], inputs[name], seconds)
+                yield loaded_result(run, name, loaded[name], inputs[name])
             yield from evaluated.get(name, [])
     except BaseException as exc:
         failure = exc
