@@ -131,22 +131,27 @@ def recorded_file(folder: Path, run_id: str, entry: dict[str, Any], kind: FileKi
     return RecordedFile(folder / entry[path], run_id, entry[sha256], entry.get(size), int(entry[rows]), longest)
 
 
-def earlier_file(
-    settings: Settings, pair: DatabasePair, table: str, kind: FileKind, run_id: str
-) -> RecordedFile | None:
-    """The table's file of `kind` from another step of this run (a sharded database's steps,
-    or the pieces Dagster splits a step into, hand files on within a run), else from the newest
-    earlier run of the database that succeeded."""
-    found: list[tuple[bool, str, RecordedFile]] = []
+def run_manifests(settings: Settings, pair: DatabasePair) -> list[dict[str, Any]]:
+    """Every readable manifest of the database's runs, each with its folder under `folder`."""
+    found = []
     for path in (settings.workdir / "runs").glob(f"*/{pair.name}/{MANIFEST}"):
         try:
-            body = json.loads(path.read_text(encoding="utf-8"))
+            found.append({**json.loads(path.read_text(encoding="utf-8")), "folder": path.parent})
         except (OSError, ValueError):
             continue  # an unreadable manifest proves nothing
+    return found
+
+
+def earlier_file(manifests: list[dict[str, Any]], table: str, kind: FileKind, run_id: str) -> RecordedFile | None:
+    """The table's file of `kind` from another step of this run (a sharded database's steps,
+    or the pieces Dagster splits a step into, hand files on within a run), else from the newest
+    earlier run of the database that succeeded; `manifests` as run_manifests reads them."""
+    found: list[tuple[bool, str, RecordedFile]] = []
+    for body in manifests:
         this_run = body.get("run_id") == run_id
         if not this_run and body.get("outcome") != "succeeded":
             continue
         entry = body.get("tables", {}).get(table, {})
-        if (file := recorded_file(path.parent, body["run_id"], entry, kind)) and file.path.exists():
+        if (file := recorded_file(body["folder"], body["run_id"], entry, kind)) and file.path.exists():
             found.append((this_run, body.get("finished_at") or "", file))
     return max(found, key=lambda f: f[:2])[2] if found else None

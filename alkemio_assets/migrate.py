@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +36,17 @@ from alkemio_assets.faults import disk_full, is_disk_full, mysql_lost, postgres_
 from alkemio_assets.graph import LoadOrder, load_order
 from alkemio_assets.integrity import crossing_foreign_keys, staged_orphans, target_orphans
 from alkemio_assets.load import LoadResult, StagedInput, load_tables
-from alkemio_assets.manifest import MANIFEST, Manifest, RecordedFile, earlier_file, now, recorded_file, run_folder
+from alkemio_assets.manifest import (
+    MANIFEST,
+    FileKind,
+    Manifest,
+    RecordedFile,
+    earlier_file,
+    now,
+    recorded_file,
+    run_folder,
+    run_manifests,
+)
 from alkemio_assets.plan import ContractError, TablePlan, plan_database
 from alkemio_assets.run_lock import migration_lock
 from alkemio_assets.settings import DatabasePair, Settings
@@ -225,12 +236,18 @@ class StepRun:
     def staged_path(self, name: str) -> Path:
         return self.folder / "staged" / f"{name}.csv"
 
-    def input(self, name: str, kind: str, made_by: Stage) -> RecordedFile:
-        """The table's file of `kind`: this run's, or the newest earlier succeeded run's."""
-        mine = recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), kind)  # type: ignore[arg-type]
+    @cached_property
+    def manifests(self) -> list[dict[str, Any]]:
+        """The database's run manifests, read once per step (not once per table)."""
+        return run_manifests(self.settings, self.pair)
+
+    def input(self, name: str, kind: FileKind, made_by: Stage) -> RecordedFile:
+        """The table's file of `kind`: this step's, another step's of this run, or the newest
+        earlier succeeded run's."""
+        mine = recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), kind)
         if mine is not None and made_by in self.chosen.stages[name]:
             return mine
-        earlier = earlier_file(self.settings, self.pair, name, kind, self.run_id)  # type: ignore[arg-type]
+        earlier = earlier_file(self.manifests, name, kind, self.run_id)
         if earlier is None:
             key = self.chosen.assets[name].keys[made_by].to_user_string()
             raise MissingInputError(
