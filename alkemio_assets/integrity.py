@@ -18,6 +18,7 @@ from psycopg import sql
 
 from alkemio_assets.errors import describe_key
 from alkemio_assets.sql import first
+from alkemio_assets.staging import staged_reader
 from alkemio_assets.target import TargetForeignKey, TargetTable, integer_text
 
 SAMPLES = 5
@@ -55,13 +56,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _staged(path: Path) -> str:
-    return (
-        "read_csv('" + str(path).replace("'", "''") + "', header = true, all_varchar = true, quote = '\"', "
-        "escape = '\"', nullstr = '', allow_quoted_nulls = false, max_line_size = 1000000000)"
-    )
-
-
 def staged_orphans(duck: Any, tables: Mapping[str, TargetTable], paths: Mapping[str, Path]) -> list[Orphans]:
     """Orphans among the staged files of `tables` (the run's loads), for every foreign key whose
     child and parent both load: the columns each key needs are read once per file, then joined.
@@ -76,7 +70,7 @@ def staged_orphans(duck: Any, tables: Mapping[str, TargetTable], paths: Mapping[
     for name, columns in needed.items():
         duck.execute(
             f"CREATE OR REPLACE TEMP TABLE {names[name]} AS SELECT {', '.join(_quote(c) for c in sorted(columns))} "
-            f"FROM {_staged(paths[name])}"
+            f"FROM {staged_reader(paths[name])}"
         )
     found = []
     for table, fk in fks:

@@ -324,7 +324,11 @@ def staging_stage(run: StepRun, name: str) -> dg.MaterializeResult:
         staged_rows=staged.rows,
         staged_sha256=staged.sha256,
         staged_bytes=path.stat().st_size,
-        staged_from={"run_id": source.run_id, "file": str(source.path), "sha256": source.sha256},
+        staged_from={
+            "run_id": source.run_id,
+            "file": str(source.path.relative_to(run.settings.workdir)),
+            "sha256": source.sha256,
+        },
     )
     run.manifest.span(name, "stage", wall)
     return dg.MaterializeResult(

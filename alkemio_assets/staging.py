@@ -157,6 +157,14 @@ def stage_table(
     return StageResult(int(rows), staged_path, raw, staged, sha256_of(staged_path))
 
 
+def staged_reader(path: Path) -> str:
+    """DuckDB's reader of a load-ready file, every value as the text COPY reads (NULL apart from '')."""
+    return (
+        f"read_csv({_literal(str(path))}, header = true, all_varchar = true, quote = '\"', escape = '\"', "
+        "nullstr = '', allow_quoted_nulls = false, max_line_size = 1000000000)"
+    )
+
+
 def staged_row(path: Path, line: int, columns: list[str]) -> dict[str, str | None]:
     """Some values of the record at `line` of a load-ready file (line 1 is the header), as text:
     the row a refusal of PostgreSQL's COPY names, read back to name it by its key."""
@@ -164,9 +172,6 @@ def staged_row(path: Path, line: int, columns: list[str]) -> dict[str, str | Non
         return {}
     with duckdb.connect() as duck:
         found = duck.execute(
-            f"SELECT {', '.join(_quote(c) for c in columns)} FROM read_csv(?, header = true, all_varchar = true, "
-            "quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, max_line_size = 1000000000) "
-            "LIMIT 1 OFFSET ?",
-            [str(path), line - 2],
+            f"SELECT {', '.join(_quote(c) for c in columns)} FROM {staged_reader(path)} LIMIT 1 OFFSET ?", [line - 2]
         ).fetchone()
     return {} if found is None else dict(zip(columns, found, strict=True))
