@@ -105,3 +105,7 @@ class InputChangedError(RuntimeError):
 
 class MigrationLockedError(RuntimeError):
     """Another migration holds the target database."""
+
+
+class StagingMemoryError(MemoryError):
+    """DuckDB needed more memory than MIGRATION_STAGING_MB to stage a table (its rows are long)."""

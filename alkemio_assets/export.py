@@ -27,11 +27,11 @@ import polars as pl
 
 from alkemio_assets.errors import MigrationDataError
 from alkemio_assets.faults import disk_full, is_disk_full
+from alkemio_assets.fetch import DEFAULT, Fetch
 from alkemio_assets.plan import ColumnPlan, TablePlan
 from alkemio_assets.sql import mysql_ident
 from resources import MySQLResource
 
-FETCH_ROWS = 5_000
 COPY_BLOCK = 1 << 20
 _NEEDS_QUOTES = re.compile(r'[",\r\n]|^\s|\s$')
 # Control characters other than tab, LF and CR do not occur in text: their presence in a column
@@ -102,9 +102,12 @@ def _header(plan: TablePlan) -> bytes:
     return (",".join(csv_field(c.target.name) for c in plan.columns) + "\r\n").encode()
 
 
-def export_table(connection: Any, plan: TablePlan, path: Path, key_range: KeyRange | None = None) -> ExportResult:
-    """Stream `SELECT` of the planned columns into `path`; return rows, size and SHA-256.
-    With a key range: only its rows, no header (one part of a file `export_in_ranges` joins)."""
+def export_table(
+    connection: Any, plan: TablePlan, path: Path, key_range: KeyRange | None = None, fetch: Fetch = DEFAULT
+) -> ExportResult:
+    """Stream `SELECT` of the planned columns into `path`, in batches `fetch` bounds; return
+    rows, size and SHA-256. With a key range: only its rows, no header (one part of a file
+    `export_in_ranges` joins)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     decoders = {i: _decoder(plan, c) for i, c in enumerate(plan.columns) if c.export_as == "charset_text"}
     schema = {f"c{i}": pl.String for i in range(len(plan.columns))}
@@ -120,7 +123,8 @@ def export_table(connection: Any, plan: TablePlan, path: Path, key_range: KeyRan
             digest.update(header)
             size += len(header)
             cur.execute(f"SELECT {export_select(plan.columns)} FROM {mysql_ident(plan.name)} WHERE {where}", params)
-            while batch := cur.fetchmany(FETCH_ROWS):
+            batch: list[Any]
+            for batch in fetch.batches(cur):
                 if decoders:
                     batch = [_decoded(plan, decoders, keys, rows + n + 1, row) for n, row in enumerate(batch, start=1)]
                 frame = pl.DataFrame(batch, schema=schema, orient="row")
@@ -132,10 +136,11 @@ def export_table(connection: Any, plan: TablePlan, path: Path, key_range: KeyRan
                 frame.write_csv(
                     buffer, include_header=False, quote_style="necessary", null_value="", line_terminator="\r\n"
                 )
-                chunk = buffer.getvalue()
+                chunk = buffer.getbuffer()  # not a copy
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
+                del chunk, buffer, frame, batch
     except BaseException as exc:
         tmp.unlink(missing_ok=True)  # no partial file stays behind
         if is_disk_full(exc):
@@ -244,7 +249,13 @@ def key_ranges(connection: Any, plan: TablePlan, parts: int) -> list[KeyRange]:
 
 
 def export(
-    mysql: MySQLResource, database: str, plan: TablePlan, path: Path, parts: int, connection: Any = None
+    mysql: MySQLResource,
+    database: str,
+    plan: TablePlan,
+    path: Path,
+    parts: int,
+    connection: Any = None,
+    fetch: Fetch = DEFAULT,
 ) -> tuple[ExportResult, list[KeyRange]]:
     """The table into `path`: whole, or in up to `parts` key ranges at once when its key splits;
     with the ranges it took (none: whole). `connection`: one of the run's snapshot (snapshot.py)
@@ -252,19 +263,19 @@ def export(
     with nullcontext(connection) if connection is not None else mysql.connect(database, raw=True) as conn:
         ranges = key_ranges(conn, plan, parts)
         if not ranges:
-            return export_table(conn, plan, path), []
-    return export_in_ranges(mysql, database, plan, path, ranges), ranges
+            return export_table(conn, plan, path, fetch=fetch), []
+    return export_in_ranges(mysql, database, plan, path, ranges, fetch), ranges
 
 
 def _export_range(
-    connection_fields: dict[str, Any], database: str, plan: TablePlan, key_range: KeyRange, path: Path
+    connection_fields: dict[str, Any], database: str, plan: TablePlan, key_range: KeyRange, path: Path, fetch: Fetch
 ) -> ExportResult:
     with MySQLResource(**connection_fields).connect(database, raw=True) as connection:
-        return export_table(connection, plan, path, key_range)
+        return export_table(connection, plan, path, key_range, fetch)
 
 
 def export_in_ranges(
-    mysql: MySQLResource, database: str, plan: TablePlan, path: Path, ranges: list[KeyRange]
+    mysql: MySQLResource, database: str, plan: TablePlan, path: Path, ranges: list[KeyRange], fetch: Fetch = DEFAULT
 ) -> ExportResult:
     """The table's ranges exported at once, each by a process of its own (threads would take
     turns on the interpreter lock: PyMySQL parses in Python), then joined in key order into the
@@ -275,7 +286,7 @@ def export_in_ranges(
     try:
         with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
             futures = [
-                pool.submit(_export_range, mysql.connection_fields(), database, plan, r, part)
+                pool.submit(_export_range, mysql.connection_fields(), database, plan, r, part, fetch)
                 for r, part in zip(ranges, parts, strict=True)
             ]
             results = []

@@ -241,6 +241,15 @@ class StepRun:
         """The database's run manifests, read once per step (not once per table)."""
         return run_manifests(self.settings, self.pair)
 
+    def longest_record(self, name: str) -> int | None:
+        """Bytes of the longest record of the table's CSV file (this run's, else the newest
+        earlier succeeded run's): what a reader's batch of its rows may cost."""
+        mine = self.manifest.tables.get(name, {}).get("longest_record")
+        if mine is not None:
+            return int(mine)
+        earlier = earlier_file(self.manifests, name, "csv", self.run_id)
+        return None if earlier is None else earlier.longest_record
+
     def input(self, name: str, kind: FileKind, made_by: Stage) -> RecordedFile:
         """The table's file of `kind`: this step's, another step's of this run, or the newest
         earlier succeeded run's."""
@@ -278,10 +287,10 @@ def export_stage(run: StepRun, name: str) -> dg.MaterializeResult:
         attempts += 1
         if run.moment is not None and attempts == 1:
             with run.moment.connection() as conn:
-                return export(run.mysql, run.pair.source_database, plan, path, parts, conn)
+                return export(run.mysql, run.pair.source_database, plan, path, parts, conn, run.settings.fetch)
         if run.moment is not None:
             run.context.log.warning(f"{run.pair.name}.{name}: exported again outside the run's moment of the source")
-        return export(run.mysql, run.pair.source_database, plan, path, parts)
+        return export(run.mysql, run.pair.source_database, plan, path, parts, fetch=run.settings.fetch)
 
     exported, ranges = run.retried(once, mysql_lost, f"MySQL {run.mysql.describe()}", f"{run.pair.name}.{name} export")
     if ranges:
@@ -508,7 +517,7 @@ def _run_locked(
         if chosen.having("staged")
         else ":memory:"
     )
-    prepare(duck)
+    prepare(duck, settings.staging_memory_mb)
     run = StepRun(context, pair, settings, snapshot, mysql, postgres, chosen, plans, folder, manifest, duck)
     loading = chosen.having("postgres")
     previously_loaded = {
@@ -538,7 +547,7 @@ def _run_locked(
             if inputs:
                 check_staged_orphans(run, inputs)
                 loaded = load_database(run, inputs, target, previously_loaded)
-            evaluated = run_checks(pool, context, pair, plans, chosen.assets, chosen.lineage, mysql, postgres, manifest)
+            evaluated = run_checks(pool, run)
         # Dagster takes a multi-asset's results in topological order, and a table's checks need
         # its parents loaded: each loaded table is reported, with its checks, parents first.
         for name in [t for t in chosen.lineage.order if t in loaded or t in evaluated]:
@@ -572,40 +581,31 @@ def _finish(context: dg.AssetExecutionContext, manifest: Manifest, folder: Path,
         context.log.error(f"manifest: {path}")
 
 
-def run_checks(
-    pool: ThreadPoolExecutor,
-    context: dg.AssetExecutionContext,
-    pair: DatabasePair,
-    plans: dict[str, TablePlan],
-    assets: dict[str, TableAssets],
-    lineage: LoadOrder,
-    mysql: MySQLResource,
-    postgres: PostgresResource,
-    manifest: Manifest,
-) -> dict[str, list[dg.AssetCheckResult]]:
+def run_checks(pool: ThreadPoolExecutor, run: StepRun) -> dict[str, list[dg.AssetCheckResult]]:
     """The selected table checks, tables in parallel; recorded in the manifest for the report."""
     wanted: dict[str, list[str]] = {}
-    by_key = {a.keys["postgres"]: name for name, a in assets.items()}
-    for check in context.selected_asset_check_keys:
+    by_key = {a.keys["postgres"]: name for name, a in run.chosen.assets.items()}
+    for check in run.context.selected_asset_check_keys:
         wanted.setdefault(by_key[check.asset_key], []).append(check.name)
 
     def evaluate(name: str) -> list[dg.AssetCheckResult]:
         ctx = TableCheckContext(
-            plans[name],
-            pair.source_database,
-            pair.target_database,
-            mysql,
-            postgres,
-            assets[name].keys["postgres"],
-            lineage,
+            run.plans[name],
+            run.pair.source_database,
+            run.pair.target_database,
+            run.mysql,
+            run.postgres,
+            run.chosen.assets[name].keys["postgres"],
+            run.chosen.lineage,
+            run.settings.fetch.sized(run.longest_record(name)),
         )
         wall = time.time()
-        checks = table_checks_for(plans[name])
+        checks = table_checks_for(run.plans[name])
         results = [
             run_check(checks[check][0], ctx, ctx.asset_key, check, checks[check][1]) for check in sorted(wanted[name])
         ]
-        manifest.span(name, "checks", wall)
-        manifest.record(
+        run.manifest.span(name, "checks", wall)
+        run.manifest.record(
             name,
             checks={r.check_name: {"passed": r.passed, "severity": r.severity.value} for r in results if r.check_name},
         )

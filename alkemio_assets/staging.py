@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from alkemio_assets.errors import MigrationDataError
+from alkemio_assets.errors import MigrationDataError, StagingMemoryError
 from alkemio_assets.faults import disk_full, is_disk_full, sha256_of
 from alkemio_assets.plan import ColumnPlan, TablePlan
 
@@ -41,13 +41,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# DuckDB takes 80 % of the machine by default; staging spills to its database file instead.
-MEMORY_LIMIT = "1GB"
-
-
-def prepare(duck: Any) -> None:
-    """Once per staging database, before tables are staged in parallel."""
-    duck.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+def prepare(duck: Any, memory_mb: int) -> None:
+    """Once per staging database, before tables are staged in parallel. DuckDB takes 80 % of the
+    machine by default; staging holds to MIGRATION_STAGING_MB and spills to its database file."""
+    duck.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
     duck.execute("CREATE SCHEMA IF NOT EXISTS raw; CREATE SCHEMA IF NOT EXISTS staged")
 
 
@@ -141,6 +138,8 @@ def stage_table(
         partial.unlink(missing_ok=True)
         if is_disk_full(exc):
             raise disk_full(partial, f"{plan.database}.{plan.name} staging", exc) from None
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            raise out_of_memory(duck, plan, longest_record, exc) from None
         # a refused value, or a cast that failed on one: find and name the first bad row
         if (error := _first_invalid(duck, plan, reader)) is not None:
             raise error from None
@@ -155,6 +154,19 @@ def stage_table(
         f"all_varchar = true, nullstr = '', max_line_size = {_line_size(longest_record)})"
     )
     return StageResult(int(rows), staged_path, raw, staged, sha256_of(staged_path))
+
+
+def out_of_memory(duck: Any, plan: TablePlan, longest_record: int, exc: BaseException) -> StagingMemoryError:
+    """DuckDB holds 2,048 rows at a time in each of its threads: a table of long rows needs
+    their bytes several times over."""
+    (limit,) = duck.execute("SELECT current_setting('memory_limit')").fetchone()
+    first_line = str(exc).splitlines()[0]
+    return StagingMemoryError(
+        f"{plan.database}.{plan.name} staging: DuckDB needs more than its memory limit of {limit} "
+        f"(MIGRATION_STAGING_MB) for this table, whose longest record is {longest_record:,} bytes "
+        f"(DuckDB holds 2,048 rows at a time in each thread): raise MIGRATION_STAGING_MB. Nothing was "
+        f"written to PostgreSQL. DuckDB said: {first_line}"
+    )
 
 
 def staged_reader(path: Path) -> str:

@@ -17,9 +17,10 @@ from typing import Any
 
 from psycopg import sql
 
+from alkemio_assets.fetch import DEFAULT, Fetch
 from alkemio_assets.plan import ColumnPlan, TablePlan
 from alkemio_assets.sql import mysql_ident
-from checks.fingerprint import FETCH, Fingerprint
+from checks.fingerprint import Fingerprint
 from resources import MySQLResource, PostgresResource
 
 COMPRESSED = frozenset({"latin1_base64"})
@@ -72,28 +73,29 @@ def _read(rows: Iterator[tuple[Any, ...]], inflate, documents: Documents) -> Non
             documents.fail(str(key))
 
 
-def mysql_documents(mysql: MySQLResource, database: str, plan: TablePlan, column: ColumnPlan) -> Documents:
+def mysql_documents(
+    mysql: MySQLResource, database: str, plan: TablePlan, column: ColumnPlan, fetch: Fetch = DEFAULT
+) -> Documents:
     found = Documents()
     key = mysql_ident(plan.source.primary_key[0])
     with mysql.connect(database, raw=True) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT LOWER({key}), CAST({mysql_ident(column.name)} AS BINARY) FROM {mysql_ident(plan.name)}")
-        _read(_batches(cur), inflate_mysql, found)
+        _read(fetch.rows_from(cur), inflate_mysql, found)
     return found
 
 
-def postgres_documents(postgres: PostgresResource, database: str, plan: TablePlan, column: ColumnPlan) -> Documents:
+def postgres_documents(
+    postgres: PostgresResource, database: str, plan: TablePlan, column: ColumnPlan, fetch: Fetch = DEFAULT
+) -> Documents:
     found = Documents()
     with postgres.connect(database) as conn, conn.cursor(name="documents") as cur:
-        cur.itersize = FETCH
+        cur.itersize = fetch.count
         cur.execute(
             sql.SQL("SELECT {}::text, {} FROM {}").format(
-                sql.Identifier(plan.target.primary_key[0]), sql.Identifier(column.target.name), sql.Identifier(plan.name)
+                sql.Identifier(plan.target.primary_key[0]),
+                sql.Identifier(column.target.name),
+                sql.Identifier(plan.name),
             )
         )
         _read(iter(cur), inflate_postgres, found)
     return found
-
-
-def _batches(cur: Any) -> Iterator[tuple[Any, ...]]:
-    while batch := cur.fetchmany(FETCH):
-        yield from batch

@@ -27,12 +27,12 @@ from typing import Any
 from psycopg import sql
 
 from alkemio_assets.export import select_list
+from alkemio_assets.fetch import DEFAULT, Fetch
 from alkemio_assets.plan import ColumnPlan, TablePlan
 from alkemio_assets.sql import mysql_ident, pg_ident
 from resources import MySQLResource, PostgresResource
 
 BUCKETS = 256
-FETCH = 5_000
 _NULL = "\x00NULL"
 _SEPARATOR = "\x1f"
 _MASK = (1 << 64) - 1
@@ -86,7 +86,10 @@ CANONICAL: dict[str, tuple[Callable[[Any], str], Callable[[Any], str]]] = {
     "bytea": (lambda raw: bytes(raw).hex(), lambda v: bytes(v).hex()),
     "base64": (lambda raw: base64.b64encode(bytes(raw)).decode(), lambda v: v),
     # the stored text's characters are the bytes; PostgreSQL holds their base64
-    "latin1_base64": (lambda raw: bytes(raw).decode("utf-8").encode("latin-1").hex(), lambda v: base64.b64decode(v).hex()),
+    "latin1_base64": (
+        lambda raw: bytes(raw).decode("utf-8").encode("latin-1").hex(),
+        lambda v: base64.b64decode(v).hex(),
+    ),
     "text": (lambda raw: raw, lambda v: v),
     "enum": (lambda raw: raw, lambda v: v),
 }
@@ -194,19 +197,16 @@ def _split(plan: TablePlan) -> _Split:
     )
 
 
-def source_rows(mysql: MySQLResource, database: str, plan: TablePlan) -> Iterator[tuple[str, str]]:
+def source_rows(
+    mysql: MySQLResource, database: str, plan: TablePlan, fetch: Fetch = DEFAULT
+) -> Iterator[tuple[str, str]]:
     split = _split(plan)
     key = _key_sql(MYSQL, plan) if split.key_in_sql else "''"
     digest = MYSQL.md5.format(t=_row_sql(MYSQL, split.in_sql))
     columns = ", ".join([key, digest, *([select_list(split.here)] if split.here else [])])
     with mysql.connect(database, raw=True) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT {columns} FROM {mysql_ident(plan.name)}")
-
-        def fetched() -> Iterator[tuple[Any, ...]]:
-            while batch := cur.fetchmany(FETCH):
-                yield from batch
-
-        yield from split.rows(fetched(), 0)
+        yield from split.rows(fetch.rows_from(cur), 0)
 
 
 def target_select(columns: tuple[ColumnPlan, ...]) -> sql.Composable:
@@ -219,13 +219,15 @@ def target_select(columns: tuple[ColumnPlan, ...]) -> sql.Composable:
     )
 
 
-def target_rows(postgres: PostgresResource, database: str, plan: TablePlan) -> Iterator[tuple[str, str]]:
+def target_rows(
+    postgres: PostgresResource, database: str, plan: TablePlan, fetch: Fetch = DEFAULT
+) -> Iterator[tuple[str, str]]:
     split = _split(plan)
     key = _key_sql(POSTGRES, plan) if split.key_in_sql else "''"
     digest = POSTGRES.md5.format(t=_row_sql(POSTGRES, split.in_sql))
     parts = [sql.SQL(key), sql.SQL(digest)] + ([target_select(split.here)] if split.here else [])
     with postgres.connect(database) as conn, conn.cursor(name="fingerprint") as cur:
-        cur.itersize = FETCH
+        cur.itersize = fetch.count
         cur.execute(sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(parts), sql.Identifier(plan.name)))
         yield from split.rows(iter(cur), 1)
 
@@ -237,22 +239,29 @@ def fingerprint(rows: Iterator[tuple[str, str]]) -> Fingerprint:
     return result
 
 
-def mysql_rows_fingerprint(mysql: MySQLResource, database: str, plan: TablePlan) -> Fingerprint:
-    return fingerprint(source_rows(mysql, database, plan))
+def mysql_rows_fingerprint(mysql: MySQLResource, database: str, plan: TablePlan, fetch: Fetch = DEFAULT) -> Fingerprint:
+    return fingerprint(source_rows(mysql, database, plan, fetch))
 
 
-def postgres_rows_fingerprint(postgres: PostgresResource, database: str, plan: TablePlan) -> Fingerprint:
-    return fingerprint(target_rows(postgres, database, plan))
+def postgres_rows_fingerprint(
+    postgres: PostgresResource, database: str, plan: TablePlan, fetch: Fetch = DEFAULT
+) -> Fingerprint:
+    return fingerprint(target_rows(postgres, database, plan, fetch))
 
 
-def _in_process(side: str, connection: dict[str, Any], database: str, plan: TablePlan) -> Fingerprint:
+def _in_process(side: str, connection: dict[str, Any], database: str, plan: TablePlan, fetch: Fetch) -> Fingerprint:
     if side == "mysql":
-        return mysql_rows_fingerprint(MySQLResource(**connection), database, plan)
-    return postgres_rows_fingerprint(PostgresResource(**connection), database, plan)
+        return mysql_rows_fingerprint(MySQLResource(**connection), database, plan, fetch)
+    return postgres_rows_fingerprint(PostgresResource(**connection), database, plan, fetch)
 
 
 def both_in_processes(
-    mysql: MySQLResource, source: str, postgres: PostgresResource, target: str, plan: TablePlan
+    mysql: MySQLResource,
+    source: str,
+    postgres: PostgresResource,
+    target: str,
+    plan: TablePlan,
+    fetch: Fetch = DEFAULT,
 ) -> tuple[Fingerprint, Fingerprint]:
     """Both Python-bound fingerprints at once, each in a process of its own: threads would share
     one interpreter lock and take turns on one core. The password travels through the pipe
@@ -260,8 +269,8 @@ def both_in_processes(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["checks.fingerprint"])
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
-        left = pool.submit(_in_process, "mysql", mysql.connection_fields(), source, plan)
-        right = pool.submit(_in_process, "postgres", postgres.connection_fields(), target, plan)
+        left = pool.submit(_in_process, "mysql", mysql.connection_fields(), source, plan, fetch)
+        right = pool.submit(_in_process, "postgres", postgres.connection_fields(), target, plan, fetch)
         return left.result(), right.result()
 
 

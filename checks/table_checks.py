@@ -14,6 +14,7 @@ import dagster as dg
 from psycopg import sql
 
 from alkemio_assets.export import select_list
+from alkemio_assets.fetch import DEFAULT, Fetch
 from alkemio_assets.graph import LoadOrder
 from alkemio_assets.integrity import target_orphans
 from alkemio_assets.plan import TablePlan
@@ -53,6 +54,7 @@ class TableCheckContext:
     postgres: PostgresResource
     asset_key: dg.AssetKey
     lineage: LoadOrder  # which parents are loaded before the table, in any run
+    fetch: Fetch = DEFAULT  # how many of its rows a reader holds at once
 
     @property
     def table(self) -> sql.Identifier:
@@ -90,12 +92,12 @@ def _fingerprints(ctx: TableCheckContext) -> tuple[Fingerprint, Fingerprint]:
     plan, source, target = ctx.plan, ctx.source_database, ctx.target_database
     if in_sql(plan):
         return mysql_fingerprint(ctx.mysql, source, plan), postgres_fingerprint(ctx.postgres, target, plan)
-    return both_in_processes(ctx.mysql, source, ctx.postgres, target, plan)
+    return both_in_processes(ctx.mysql, source, ctx.postgres, target, plan, ctx.fetch)
 
 
 def _rows_in(ctx: TableCheckContext) -> tuple[Rows, Rows]:
     """The second pass, over the differing buckets only."""
-    plan, mysql, postgres = ctx.plan, ctx.mysql, ctx.postgres
+    plan, mysql, postgres, fetch = ctx.plan, ctx.mysql, ctx.postgres, ctx.fetch
     source, target = ctx.source_database, ctx.target_database
     if in_sql(plan):
         return (
@@ -103,8 +105,8 @@ def _rows_in(ctx: TableCheckContext) -> tuple[Rows, Rows]:
             lambda b: postgres_row_digests(postgres, target, plan, b),
         )
     return (
-        lambda b: rows_in(source_rows(mysql, source, plan), b),
-        lambda b: rows_in(target_rows(postgres, target, plan), b),
+        lambda b: rows_in(source_rows(mysql, source, plan, fetch), b),
+        lambda b: rows_in(target_rows(postgres, target, plan, fetch), b),
     )
 
 
@@ -230,14 +232,15 @@ def sequences(ctx: TableCheckContext) -> dg.AssetCheckResult:
 def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """The seed's named samples as readable evidence: the first rows by key side by side (UUIDs,
     text with its newlines, timestamps to the microsecond, JSON, booleans from 0/1), and text
-    that gained U+FFFD replacement characters on the way."""
-    plan = ctx.plan
+    that gained U+FFFD replacement characters on the way. Fewer rows where rows are long: as many
+    as a batch of the table's rows may hold (MIGRATION_BATCH_MB), at least one."""
+    plan, limit = ctx.plan, min(SAMPLE_ROWS, ctx.fetch.count)
     key = plan.source.primary_key or tuple(c.name for c in plan.columns)
     converters = [canonical(c) for c in plan.columns]
     mysql_order = ", ".join(mysql_ident(k) for k in key)
     with ctx.mysql.connect(ctx.source_database, raw=True) as conn, conn.cursor() as cur:
         cur.execute(
-            f"SELECT {select_list(plan.columns)} FROM {mysql_ident(plan.name)} ORDER BY {mysql_order} LIMIT {SAMPLE_ROWS}"
+            f"SELECT {select_list(plan.columns)} FROM {mysql_ident(plan.name)} ORDER BY {mysql_order} LIMIT {limit}"
         )
         left = [
             [None if v is None else f(v) for (f, _), v in zip(converters, row, strict=True)] for row in cur.fetchall()
@@ -249,7 +252,7 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
             sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT %s").format(
                 columns, ctx.table, sql.SQL(", ").join(sql.Identifier(k) for k in key)
             ),
-            (SAMPLE_ROWS,),
+            (limit,),
         ).fetchall()
         right = [[None if v is None else f(v) for (_, f), v in zip(converters, row, strict=True)] for row in rows]
         replaced_target = {
@@ -299,8 +302,8 @@ def compressed_documents(ctx: TableCheckContext) -> dg.AssetCheckResult:
     PostgreSQL as the PostgreSQL application reads it, and the inflated documents are equal."""
     evidence, passed = {}, True
     for column in compressed_columns(ctx.plan):
-        left = mysql_documents(ctx.mysql, ctx.source_database, ctx.plan, column)
-        right = postgres_documents(ctx.postgres, ctx.target_database, ctx.plan, column)
+        left = mysql_documents(ctx.mysql, ctx.source_database, ctx.plan, column, ctx.fetch)
+        right = postgres_documents(ctx.postgres, ctx.target_database, ctx.plan, column, ctx.fetch)
         equal = (
             left.fingerprint.buckets == right.fingerprint.buckets and left.fingerprint.rows == right.fingerprint.rows
         )

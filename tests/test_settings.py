@@ -43,6 +43,13 @@ def test_parallelism_is_configuration():
     assert (s.workers, s.shards, s.chunk_bytes) == (2, 3, 0)
 
 
+def test_memory_per_batch_is_configuration():
+    default = load_settings(BASE)
+    assert (default.batch_bytes, default.staging_memory_mb, default.fetch.budget) == (16_000_000, 1_000, 16_000_000)
+    s = load_settings({**BASE, "MIGRATION_BATCH_MB": "4", "MIGRATION_STAGING_MB": "300"})
+    assert (s.fetch.budget, s.staging_memory_mb) == (4_000_000, 300)
+
+
 def test_settings_hold_no_secret():
     s = load_settings(BASE)
     assert "s3cret" not in repr(s)
@@ -62,6 +69,8 @@ def test_settings_hold_no_secret():
         ({"MIGRATION_WORKERS": "0"}, "MIGRATION_WORKERS='0' is not a positive number of parallel tables"),
         ({"MIGRATION_SHARDS": "two"}, "MIGRATION_SHARDS='two' is not a positive number of steps"),
         ({"MIGRATION_CHUNK_MB": "-1"}, "MIGRATION_CHUNK_MB='-1' is not a whole (at least 0) number of MB"),
+        ({"MIGRATION_BATCH_MB": "0"}, "MIGRATION_BATCH_MB='0' is not a positive number of MB"),
+        ({"MIGRATION_STAGING_MB": "50"}, "MIGRATION_STAGING_MB='50' is not a whole (at least 100) number of MB"),
     ],
 )
 def test_bad_configuration_is_named(change: dict[str, str | None], message: str):
