@@ -244,11 +244,10 @@ class StepRun:
     def longest_record(self, name: str) -> int | None:
         """Bytes of the longest record of the table's CSV file (this run's, else the newest
         earlier succeeded run's): what a reader's batch of its rows may cost."""
-        mine = self.manifest.tables.get(name, {}).get("longest_record")
-        if mine is not None:
-            return int(mine)
-        earlier = earlier_file(self.manifests, name, "csv", self.run_id)
-        return None if earlier is None else earlier.longest_record
+        found = recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), "csv") or earlier_file(
+            self.manifests, name, "csv", self.run_id
+        )
+        return None if found is None else found.longest_record
 
     def input(self, name: str, kind: FileKind, made_by: Stage) -> RecordedFile:
         """The table's file of `kind`: this step's, another step's of this run, or the newest

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from alkemio_assets.casts import OVERRIDES
-from alkemio_assets.fetch import Fetch
+from alkemio_assets.fetch import BUDGET, Fetch
 from alkemio_assets.versions import LEDGERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ class Settings:
     dagster_storage_database: str
     retries: int = 3  # attempts after a lost connection, where nothing is committed yet
     retry_seconds: int = 2  # the first wait before one; doubled on each attempt
-    batch_bytes: int = 16_000_000  # a reader's batch of rows takes no more rows past this many bytes
+    batch_bytes: int = BUDGET  # a reader's batch of rows takes no more rows past this many bytes
     staging_memory_mb: int = 1_000  # DuckDB's memory limit while staging (it spills to its file)
 
     @property
@@ -299,7 +299,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
     chunk_mb = _positive(env, "MIGRATION_CHUNK_MB", CHUNK_MB, "MB of source per key range (0: off)", problems, 0)
     retries = _positive(env, "MIGRATION_RETRIES", 3, "attempts after a lost connection", problems, 0)
     retry_seconds = _positive(env, "MIGRATION_RETRY_SECONDS", 2, "seconds before the first retry", problems, 0)
-    batch_mb = _positive(env, "MIGRATION_BATCH_MB", 16, "MB of values a batch of rows holds", problems)
+    batch_mb = _positive(env, "MIGRATION_BATCH_MB", BUDGET // 1_000_000, "MB of values a batch of rows holds", problems)
     staging_mb = _positive(env, "MIGRATION_STAGING_MB", 1_000, "MB DuckDB may use while staging", problems, 100)
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
