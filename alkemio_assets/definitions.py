@@ -1,4 +1,6 @@
-"""The single entry point named by workspace.yaml."""
+"""The single entry point named by workspace.yaml: per database pair its catalog snapshot, the
+table assets of graph/ and the verification of operations/, then the report and the cut-over,
+the jobs, the resources and the executor."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from alkemio_assets.assets import build_pair_definitions
-from alkemio_assets.settings import Settings, SettingsError, load_settings
-from alkemio_assets.verification import CUTOVER_KEY, REPORT_KEY, report_assets, verified_key
+from alkemio_assets.catalog.snapshot import read_snapshot
+from alkemio_assets.core.settings import DatabasePair, Settings, SettingsError, load_settings
+from alkemio_assets.graph.factory import build_pair_definitions
+from alkemio_assets.operations.cutover import CUTOVER_KEY, cutover_asset
+from alkemio_assets.operations.report import REPORT_KEY, report_asset
+from alkemio_assets.operations.verified import verified_asset, verified_key
 from resources import MySQLResource, PostgresResource
 
 # Everything this code location writes (CSV and staged files, DuckDB files, manifests, the
@@ -77,11 +82,12 @@ def build_jobs(pairs: dict[str, dg.Definitions], with_report: bool) -> list[dg.U
 
 # Few, large steps (one per database for all its tables, then verification and report): each
 # step's process comes from a forkserver that has this code imported already (about 0.5 s a
-# step here, against 1 s and more spawned), two at a time for the two cores.
+# step here, against 1 s and more spawned; the factory imports every module a step runs), two at a
+# time for the two cores.
 EXECUTOR = dg.multiprocess_executor.configured(
     {
         "max_concurrent": 2,
-        "start_method": {"forkserver": {"preload_modules": ["alkemio_assets.assets", "checks.table_checks"]}},
+        "start_method": {"forkserver": {"preload_modules": [build_pair_definitions.__module__]}},
     }
 )
 
@@ -107,12 +113,28 @@ def executor(name: str | None = None) -> dg.ExecutorDefinition:
     return EXECUTORS[name]()
 
 
+def pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
+    """A database pair's catalog asset, and once its snapshot exists, its tables and `DB/verified`."""
+    snapshot = read_snapshot(pair.name, settings.catalog_dir)
+    tables = build_pair_definitions(pair, settings, snapshot)
+    if snapshot is None:
+        return tables
+    loaded = [
+        k for a in tables.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys if k.path[1] == "postgres"
+    ]
+    return dg.Definitions.merge(tables, dg.Definitions(assets=[verified_asset(pair, settings, loaded, snapshot)]))
+
+
 def build_definitions(settings: Settings | None = None, engine: str | None = None) -> dg.Definitions:
     settings = settings or load_settings()
-    pairs = {pair.name: build_pair_definitions(pair, settings) for pair in settings.pairs}
+    pairs = {pair.name: pair_definitions(pair, settings) for pair in settings.pairs}
     keys = {k for d in pairs.values() for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
     verified = [verified_key(p) for p in settings.pairs if verified_key(p) in keys]
-    report = dg.Definitions(assets=report_assets(settings, verified)) if verified else dg.Definitions()
+    report = (
+        dg.Definitions(assets=[report_asset(settings, verified), cutover_asset(settings)])
+        if verified
+        else dg.Definitions()
+    )
     return dg.Definitions.merge(
         *pairs.values(),
         report,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from alkemio_assets.core.settings import load_settings
 from alkemio_assets.definitions import build_definitions
-from alkemio_assets.settings import load_settings
 from bench.run import RESULTS, TreeMemory, _tree_memory_mb, servers
 
 VALUE = 16_000_000

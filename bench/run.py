@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.plan import plan_tables
-from alkemio_assets.settings import DEFAULT_CONFIG, REPO_ROOT, DatabasePair, load_settings
-from alkemio_assets.sql import first, mysql_ident, pg_ident
-from alkemio_assets.target import read_pg_catalog
+from alkemio_assets.catalog.contract import plan_tables
+from alkemio_assets.catalog.source import read_mysql_catalog
+from alkemio_assets.catalog.target import read_pg_catalog
+from alkemio_assets.core.settings import DEFAULT_CONFIG, REPO_ROOT, DatabasePair, load_settings
+from alkemio_assets.core.sql import first, mysql_ident, pg_ident
 from fixtures import FIXTURE_DATABASES, HANDWRITTEN, HANDWRITTEN_CONFIG, REAL, apply_source_schema, apply_target_schema
 from fixtures.generator import generate
 from resources import MySQLResource, PostgresResource

@@ -10,12 +10,13 @@ from dataclasses import asdict, dataclass, field
 import dagster as dg
 from psycopg import sql
 
-from alkemio_assets.catalog import Catalog
-from alkemio_assets.plan import plan_tables
-from alkemio_assets.settings import DatabasePair, Settings
-from alkemio_assets.sql import first, mysql_ident
-from alkemio_assets.target import TargetCatalog, TargetForeignKey, read_pg_catalog
-from alkemio_assets.versions import pair_versions
+from alkemio_assets.catalog.contract import plan_tables
+from alkemio_assets.catalog.source import Catalog
+from alkemio_assets.catalog.target import TargetCatalog, TargetForeignKey, read_pg_catalog
+from alkemio_assets.catalog.versions import pair_versions
+from alkemio_assets.catalog.violations import null_violations, unique_violations
+from alkemio_assets.core.settings import DatabasePair, Settings
+from alkemio_assets.core.sql import first, mysql_ident
 from checks import check_result
 from checks.table_checks import orphan_evidence, orphans
 from resources import MySQLResource, PostgresResource
@@ -248,8 +249,6 @@ def schema_contract(
     NOT NULL column without default a source, no column that is nullable on MySQL but NOT NULL
     on PostgreSQL holds NULLs, and no unique key only the target has meets duplicates."""
     plans, problems = plan_tables(pair, source, target)
-    from alkemio_assets.migrate import null_violations, unique_violations
-
     versions, wrong = pair_versions(pair, mysql, postgres)
     planned = list(plans.values())
     problems = wrong + problems + null_violations(mysql, pair, planned) + unique_violations(mysql, pair, planned)

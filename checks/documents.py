@@ -17,9 +17,9 @@ from typing import Any
 
 from psycopg import sql
 
-from alkemio_assets.fetch import DEFAULT, Fetch
-from alkemio_assets.plan import ColumnPlan, TablePlan
-from alkemio_assets.sql import mysql_ident
+from alkemio_assets.catalog.contract import ColumnPlan, TablePlan
+from alkemio_assets.core.fetch import DEFAULT, Fetch
+from alkemio_assets.core.sql import mysql_ident
 from checks.fingerprint import Fingerprint
 from resources import MySQLResource, PostgresResource
 

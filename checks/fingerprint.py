@@ -26,10 +26,9 @@ from typing import Any
 
 from psycopg import sql
 
-from alkemio_assets.export import select_list
-from alkemio_assets.fetch import DEFAULT, Fetch
-from alkemio_assets.plan import ColumnPlan, TablePlan
-from alkemio_assets.sql import mysql_ident, pg_ident
+from alkemio_assets.catalog.contract import ColumnPlan, TablePlan, select_list
+from alkemio_assets.core.fetch import DEFAULT, Fetch
+from alkemio_assets.core.sql import mysql_ident, pg_ident
 from resources import MySQLResource, PostgresResource
 
 BUCKETS = 256

@@ -13,13 +13,12 @@ from typing import Any
 import dagster as dg
 from psycopg import sql
 
-from alkemio_assets.export import select_list
-from alkemio_assets.fetch import DEFAULT, Fetch
-from alkemio_assets.graph import LoadOrder
-from alkemio_assets.integrity import target_orphans
-from alkemio_assets.plan import TablePlan
-from alkemio_assets.sql import first, mysql_ident
-from alkemio_assets.target import TargetForeignKey, TargetTable
+from alkemio_assets.catalog.contract import TablePlan, select_list
+from alkemio_assets.catalog.lineage import LoadOrder
+from alkemio_assets.catalog.target import TargetForeignKey, TargetTable
+from alkemio_assets.catalog.violations import target_orphans
+from alkemio_assets.core.fetch import DEFAULT, Fetch
+from alkemio_assets.core.sql import first, mysql_ident
 from checks import check_result
 from checks.documents import compressed_columns, mysql_documents, postgres_documents
 from checks.fingerprint import (

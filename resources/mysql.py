@@ -11,7 +11,13 @@ import pymysql
 import pymysql.cursors
 from pymysql.constants import CLIENT
 
-from alkemio_assets.sql import mysql_ident
+
+def _database(name: str) -> str:
+    """A database name quoted for MySQL (resources import nothing of the pipeline's own, so the
+    quoting of alkemio_assets.core.sql is not theirs to use)."""
+    if "\x00" in name:
+        raise ValueError(f"database name {name!r} contains NUL")
+    return "`" + name.replace("`", "``") + "`"
 
 
 class MySQLResource(dg.ConfigurableResource):
@@ -67,9 +73,9 @@ class MySQLResource(dg.ConfigurableResource):
     def create_database(self, database: str, *, drop_existing: bool = False) -> None:
         with self.connect() as conn, conn.cursor() as cur:
             if drop_existing:
-                cur.execute(f"DROP DATABASE IF EXISTS {mysql_ident(database)}")
-            cur.execute(f"CREATE DATABASE {mysql_ident(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                cur.execute(f"DROP DATABASE IF EXISTS {_database(database)}")
+            cur.execute(f"CREATE DATABASE {_database(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 
     def drop_database(self, database: str) -> None:
         with self.connect() as conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {mysql_ident(database)}")
+            cur.execute(f"DROP DATABASE IF EXISTS {_database(database)}")

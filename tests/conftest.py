@@ -15,7 +15,7 @@ import pytest
 for _var in ("DATABASE_PASSWORD", "MYSQL_ROOT_PASSWORD", "DAGSTER_PG_PASSWORD"):
     os.environ.setdefault(_var, "")
 
-from alkemio_assets.settings import Settings, load_settings  # noqa: E402
+from alkemio_assets.core.settings import Settings, load_settings  # noqa: E402
 from fixtures import (  # noqa: E402
     FIXTURE_DATABASES,
     HANDWRITTEN,

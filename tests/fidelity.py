@@ -12,8 +12,8 @@ from typing import Any
 
 from psycopg import sql
 
-from alkemio_assets.plan import ColumnPlan, TablePlan
-from alkemio_assets.sql import mysql_ident
+from alkemio_assets.catalog.contract import ColumnPlan, TablePlan
+from alkemio_assets.core.sql import mysql_ident
 from resources import MySQLResource, PostgresResource
 
 

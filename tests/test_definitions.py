@@ -13,9 +13,9 @@ import pytest
 import yaml
 from conftest import migration_settings, run_job
 
-from alkemio_assets.catalog_assets import catalog_asset
-from alkemio_assets.settings import REPO_ROOT, DatabasePair, Settings
-from alkemio_assets.snapshot import read_snapshot
+from alkemio_assets.catalog.snapshot import read_snapshot
+from alkemio_assets.core.settings import REPO_ROOT, DatabasePair, Settings
+from alkemio_assets.graph.catalog_asset import catalog_asset
 from resources import MySQLResource, PostgresResource
 
 
@@ -160,8 +160,8 @@ def test_the_kubernetes_example_loads_with_the_definitions(
 
 
 def test_an_unknown_engine_is_refused(tmp_path: Path):
+    from alkemio_assets.core.settings import SettingsError
     from alkemio_assets.definitions import build_definitions
-    from alkemio_assets.settings import SettingsError
 
     settings = migration_settings({"alkemio": "unused", "kratos": "unused"}, str(tmp_path))
     with pytest.raises(SettingsError, match=r"MIGRATION_EXECUTOR='spark'.*multiprocess, kubernetes"):

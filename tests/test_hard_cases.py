@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from conftest import failed_error_checks, failure_message, migration_settings, run_job
 
-from alkemio_assets.settings import Settings
+from alkemio_assets.core.settings import Settings
 from resources import MySQLResource, PostgresResource
 
 pytestmark = pytest.mark.e2e

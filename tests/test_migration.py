@@ -12,11 +12,11 @@ from conftest import failed_error_checks, materialize_all, migration_settings, r
 from fidelity import compare_table
 from psycopg import sql
 
-from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.manifest import MANIFEST
-from alkemio_assets.plan import plan_database
-from alkemio_assets.settings import Settings
-from alkemio_assets.target import read_pg_catalog
+from alkemio_assets.catalog.contract import plan_database
+from alkemio_assets.catalog.source import read_mysql_catalog
+from alkemio_assets.catalog.target import read_pg_catalog
+from alkemio_assets.core.settings import Settings
+from alkemio_assets.stages.manifest import MANIFEST
 from resources import MySQLResource, PostgresResource
 
 pytestmark = pytest.mark.e2e

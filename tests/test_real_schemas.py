@@ -26,11 +26,11 @@ from fidelity import compare_table
 from psycopg import sql
 from test_migration import _plans as live_plans
 
-from alkemio_assets.catalog import read_mysql_catalog
-from alkemio_assets.plan import configured_names
-from alkemio_assets.settings import DEFAULT_CONFIG, CrossReference, SeedTable
-from alkemio_assets.target import read_pg_catalog
-from alkemio_assets.versions import pair_versions
+from alkemio_assets.catalog.contract import configured_names
+from alkemio_assets.catalog.source import read_mysql_catalog
+from alkemio_assets.catalog.target import read_pg_catalog
+from alkemio_assets.catalog.versions import pair_versions
+from alkemio_assets.core.settings import DEFAULT_CONFIG, CrossReference, SeedTable
 from checks import run_check
 from fixtures import REAL
 from fixtures.generator import generate
@@ -226,7 +226,7 @@ def test_duplicates_under_a_unique_key_only_the_target_has_stop_before_any_data_
     """Kratos's PostgreSQL schema is unique on session_devices (nid, session_id, ip_address,
     user_agent); its MySQL schema is not. Duplicates there are named before the first export;
     values that differ only in case are no duplicates (PostgreSQL compares bytes)."""
-    from alkemio_assets.migrate import unique_violations
+    from alkemio_assets.catalog.violations import unique_violations
 
     database = real_source_databases["kratos"]
     pair = replace(settings.pair("kratos"), source_database=database, target_database=database)

@@ -1,0 +1,85 @@
+"""The factory: a catalog snapshot -> one multi-asset step per database pair (or per shard).
+
+Three assets per table (`DB/csv/T` -> `DB/staged/T` -> `DB/postgres/T`), all in one subsettable
+multi-asset step per database, as Dagster's own integrations do (dbt, sling, dlt): a run over
+every table costs one step, not one process per table and stage, and any single table can
+still be materialized alone. Each loaded table depends on the loaded tables its foreign keys
+name, so the lineage mirrors the schema. On a cluster, MIGRATION_SHARDS splits a database's
+tables into that many steps of about equal size; the assets and the lineage stay the same.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context and resource annotations.
+import warnings
+from collections.abc import Mapping
+
+import dagster as dg
+
+from alkemio_assets.catalog.contract import ContractError, TablePlan, plan_database
+from alkemio_assets.catalog.snapshot import Snapshot
+from alkemio_assets.core.settings import DatabasePair, Settings
+from alkemio_assets.graph.catalog_asset import catalog_asset
+from alkemio_assets.graph.keys import key_part, step_name
+from alkemio_assets.graph.specs import get_asset_specs, get_check_specs
+from alkemio_assets.graph.step import run_pair
+from resources import MySQLResource, PostgresResource
+
+
+def build_pair_definitions(pair: DatabasePair, settings: Settings, snapshot: Snapshot | None) -> dg.Definitions:
+    """The catalog asset, and once a snapshot exists, the table assets in their steps."""
+    catalog = catalog_asset(pair, settings.catalog_dir)
+    if snapshot is None:
+        return dg.Definitions(assets=[catalog])
+    try:
+        plans = plan_database(pair, snapshot.source, snapshot.target)
+    except ContractError as exc:
+        # Still show the graph; a run re-plans against the live schemas and stops on this.
+        warnings.warn(f"{pair.name}: {exc}", stacklevel=2)
+        plans = None
+    specs = get_asset_specs(pair, snapshot, plans)
+    tables = [t.name for t in snapshot.source.tables if t.name not in pair.exclude]
+    shards = shard_tables(tables, snapshot.sizes, settings.shards)
+    steps = []
+    for i, shard in enumerate(shards):
+        parts = {key_part(table) for table in shard}  # a spec's key is [database, stage, part]
+        mine = [spec for spec in specs if spec.key.path[-1] in parts]
+        steps.append(tables_step(pair, settings, snapshot, mine, plans, step_name(pair, i, len(shards))))
+    return dg.Definitions(assets=[catalog, *steps])
+
+
+def shard_tables(tables: list[str], sizes: Mapping[str, int], shards: int) -> list[list[str]]:
+    """Tables in at most `shards` groups of about equal source bytes: largest first into the
+    lightest group (then the one with fewest tables), each group in the catalog's table order."""
+    groups: list[tuple[int, int, list[str]]] = [(0, 0, []) for _ in range(max(1, min(shards, len(tables))))]
+    for name in sorted(tables, key=lambda t: (-sizes.get(t, 0), t)):
+        i = min(range(len(groups)), key=lambda g: groups[g][:2])
+        size, count, members = groups[i]
+        groups[i] = (size + sizes.get(name, 0), count + 1, [*members, name])
+    position = {t: i for i, t in enumerate(tables)}
+    return [sorted(members, key=position.__getitem__) for _, _, members in groups]
+
+
+def tables_step(
+    pair: DatabasePair,
+    settings: Settings,
+    snapshot: Snapshot,
+    specs: list[dg.AssetSpec],
+    plans: Mapping[str, TablePlan] | None,
+    name: str,
+) -> dg.AssetsDefinition:
+    """One subsettable step for some tables of a database (all of them unless sharded). Where the
+    foreign-key lineage crosses between shards, Dagster splits a shard's step in two or more
+    steps itself, so that a load waits for the loads of its parents in the other shards."""
+
+    @dg.multi_asset(
+        name=name,
+        specs=specs,
+        check_specs=get_check_specs(specs, plans),
+        can_subset=True,
+        op_tags={"alkemio/target": pair.target_database},
+        description=f"Export, stage and load tables of {pair.name}, many tables at once in one step.",
+    )
+    def tables(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
+        """Move the selected tables of one database pair from MySQL to PostgreSQL."""
+        yield from run_pair(context, pair, settings, snapshot, mysql, postgres)
+
+    return tables

@@ -1,0 +1,301 @@
+"""The per-table move inside a step: what the step's tables share (StepRun), then one function
+per stage, each calling its stage in stages/ and turning its outcome into the asset's
+materialization and the manifest's record: export, staging, the staged orphan check, the load
+of the database's tables in one transaction, the loaded table's result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dagster as dg
+
+from alkemio_assets.catalog.contract import TablePlan
+from alkemio_assets.catalog.snapshot import Snapshot
+from alkemio_assets.catalog.target import TargetCatalog
+from alkemio_assets.catalog.violations import crossing_foreign_keys, target_orphans
+from alkemio_assets.core.errors import OrphanRowsError
+from alkemio_assets.core.settings import DatabasePair, Settings
+from alkemio_assets.graph.keys import Stage
+from alkemio_assets.graph.selection import Selection
+from alkemio_assets.stages.consistent_read import ConsistentRead
+from alkemio_assets.stages.export import ExportResult, KeyRange, chunk_count, export
+from alkemio_assets.stages.faults import mysql_lost, postgres_lost, retried, verify_input
+from alkemio_assets.stages.integrity import staged_orphans
+from alkemio_assets.stages.load import LoadResult, StagedInput, load_tables
+from alkemio_assets.stages.manifest import FileKind, Manifest, RecordedFile, earlier_file, recorded_file, run_manifests
+from alkemio_assets.stages.staging import stage_table
+from resources import MySQLResource, PostgresResource
+
+T = TypeVar("T")
+Log = logging.Logger | logging.LoggerAdapter | dg.DagsterLogManager  # .warning, .error
+
+
+# -- what a step shares between its tables --------------------------------------------------------
+
+
+class MissingInputError(FileNotFoundError):
+    """A stage's input was made by no run of this database that succeeded."""
+
+
+@dataclass
+class StepRun:
+    """One step's run over its tables: where its files go, what it records, what it talks to.
+    No Dagster context: a stage function runs on one of these alone, in a test as in a step."""
+
+    run_id: str
+    log: Log
+    pair: DatabasePair
+    settings: Settings
+    snapshot: Snapshot
+    mysql: MySQLResource
+    postgres: PostgresResource
+    chosen: Selection
+    plans: dict[str, TablePlan]
+    folder: Path
+    manifest: Manifest
+    duck: Any
+    moment: ConsistentRead | None = None  # the export's connections, reading one moment of the source
+
+    def retried(self, action: Callable[[], T], is_lost: Callable[[BaseException], bool], server: str, where: str) -> T:
+        """`action()`, again after a lost connection, as MIGRATION_RETRIES says; each retry logged."""
+        return retried(
+            action,
+            is_lost,
+            server,
+            where,
+            retries=self.settings.retries,
+            backoff=self.settings.retry_seconds,
+            log=self.log.warning,
+        )
+
+    def csv_path(self, name: str) -> Path:
+        return self.folder / "csv" / f"{name}.csv"
+
+    def staged_path(self, name: str) -> Path:
+        return self.folder / "staged" / f"{name}.csv"
+
+    @cached_property
+    def manifests(self) -> list[dict[str, Any]]:
+        """The database's run manifests, read once per step (not once per table)."""
+        return run_manifests(self.settings, self.pair)
+
+    def longest_record(self, name: str) -> int | None:
+        """Bytes of the longest record of the table's CSV file (this run's, else the newest
+        earlier succeeded run's): what a reader's batch of its rows may cost."""
+        found = recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), "csv") or earlier_file(
+            self.manifests, name, "csv", self.run_id
+        )
+        return None if found is None else found.longest_record
+
+    def input(self, name: str, kind: FileKind, made_by: Stage) -> RecordedFile:
+        """The table's file of `kind`: this step's, another step's of this run, or the newest
+        earlier succeeded run's."""
+        mine = recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), kind)
+        if mine is not None and made_by in self.chosen.stages[name]:
+            return mine
+        earlier = earlier_file(self.manifests, name, kind, self.run_id)
+        if earlier is None:
+            key = self.chosen.assets[name].keys[made_by].to_user_string()
+            raise MissingInputError(
+                f"{self.pair.name}.{name}: no run of {self.pair.name} that succeeded has its {kind} file; "
+                f"materialize {key} first"
+            )
+        return earlier
+
+
+def _columns_entry(plan: TablePlan) -> list[dict[str, str]]:
+    return [
+        {"name": c.name, "mysql": c.source.column_type, "postgres": c.target.type_name, "rule": c.rule.name}
+        for c in plan.columns
+    ]
+
+
+# -- per table: one function per stage -----------------------------------------------------------
+
+
+def export_stage(run: StepRun, name: str) -> dg.MaterializeResult:
+    plan, wall = run.plans[name], time.time()
+    path = run.csv_path(name)
+    parts = chunk_count(run.snapshot.sizes.get(name, 0), run.settings.chunk_bytes, run.settings.workers)
+    attempts = 0
+
+    def once() -> tuple[ExportResult, list[KeyRange]]:
+        nonlocal attempts
+        attempts += 1
+        if run.moment is not None and attempts == 1:
+            with run.moment.connection() as conn:
+                return export(run.mysql, run.pair.source_database, plan, path, parts, conn, run.settings.fetch)
+        if run.moment is not None:
+            run.log.warning(f"{run.pair.name}.{name}: exported again outside the run's moment of the source")
+        return export(run.mysql, run.pair.source_database, plan, path, parts, fetch=run.settings.fetch)
+
+    exported, ranges = run.retried(once, mysql_lost, f"MySQL {run.mysql.describe()}", f"{run.pair.name}.{name} export")
+    if ranges:
+        run.manifest.record(name, key_ranges=[r.describe() for r in ranges])
+        if run.moment is not None:
+            run.log.warning(f"{run.pair.name}.{name}: read in key ranges, outside the run's moment of the source")
+    run.manifest.record(name, consistent_read=run.moment is not None and attempts == 1 and not ranges)
+    run.manifest.record(
+        name,
+        rows=exported.rows,
+        file=str(path.relative_to(run.folder)),
+        bytes=exported.bytes,
+        sha256=exported.sha256,
+        longest_record=exported.longest_record,
+    )
+    run.manifest.span(name, "export", wall)
+    return dg.MaterializeResult(
+        asset_key=run.chosen.assets[name].keys["csv"],
+        metadata={
+            "rows": exported.rows,
+            "bytes": exported.bytes,
+            "sha256": exported.sha256,
+            "path": dg.MetadataValue.path(str(path)),
+            "seconds": round(time.time() - wall, 3),
+        },
+    )
+
+
+def staging_stage(run: StepRun, name: str) -> dg.MaterializeResult:
+    plan, wall = run.plans[name], time.time()
+    source = run.input(name, "csv", "csv")
+    verify_input(source.path, source.sha256, source.bytes, f"{run.pair.name}.{name} staging")
+    path = run.staged_path(name)
+    staged = stage_table(run.duck.cursor(), plan, source.path, path, source.longest_record or 64 << 20)
+    run.manifest.record(
+        name,
+        staged_file=str(path.relative_to(run.folder)),
+        staged_rows=staged.rows,
+        staged_sha256=staged.sha256,
+        staged_bytes=path.stat().st_size,
+        staged_from={
+            "run_id": source.run_id,
+            "file": str(source.path.relative_to(run.settings.workdir)),
+            "sha256": source.sha256,
+        },
+    )
+    run.manifest.span(name, "stage", wall)
+    return dg.MaterializeResult(
+        asset_key=run.chosen.assets[name].keys["staged"],
+        metadata={
+            "rows": staged.rows,
+            "sha256": staged.sha256,
+            "path": dg.MetadataValue.path(str(path)),
+            "duckdb_table": staged.staged_table,
+            "from": dg.MetadataValue.path(str(source.path)),
+            "input_run": source.run_id,
+            "casts": dg.MetadataValue.json({c.name: c.describe() for c in plan.columns}),
+            "seconds": round(time.time() - wall, 3),
+        },
+    )
+
+
+def prepare_table(run: StepRun, name: str) -> list[dg.MaterializeResult]:
+    """A table's export and staging, those of them that are selected."""
+    run.manifest.record(name, columns=_columns_entry(run.plans[name]))
+    stages = run.chosen.stages[name]
+    results = []
+    if "csv" in stages:
+        results.append(export_stage(run, name))
+    if "staged" in stages:
+        results.append(staging_stage(run, name))
+    return results
+
+
+# -- the database: orphans first, then one transaction -------------------------------------------
+
+
+def staged_inputs(run: StepRun, names: list[str]) -> dict[str, StagedInput]:
+    inputs = {}
+    for name in names:
+        file = run.input(name, "staged", "staged")
+        inputs[name] = StagedInput(file.path, file.sha256, file.rows, file.run_id)
+    return inputs
+
+
+def check_staged_orphans(run: StepRun, inputs: dict[str, StagedInput]) -> None:
+    """Before anything is written: every foreign key between tables this run loads, proven on
+    the staged files."""
+    wall = time.time()
+    targets = {name: run.plans[name].target for name in inputs}
+    found = staged_orphans(run.duck.cursor(), targets, {name: i.path for name, i in inputs.items()})
+    run.manifest.note(orphan_check_seconds=round(time.time() - wall, 3))
+    if found:
+        raise OrphanRowsError(run.pair.name, [o.describe() for o in found])
+
+
+def load_database(
+    run: StepRun, inputs: dict[str, StagedInput], target: TargetCatalog, previously_loaded: set[str]
+) -> dict[str, LoadResult]:
+    """Every table of the run in one transaction; the foreign keys crossing the run's edge (a
+    parent or child this run does not load) are proven inside it, before it commits."""
+    wall = time.time()
+    order = [run.plans[name] for name in inputs]
+    loading = {plan.name: plan.target for plan in order}
+    crossing = crossing_foreign_keys(loading, target.tables)
+
+    def prove_crossing(cur: Any) -> None:
+        found = [
+            orphans
+            for table, fks in sorted(crossing.items())
+            for orphans in target_orphans(cur, target.table(table) or loading[table], fks)
+            if orphans.count
+        ]
+        if found:
+            raise OrphanRowsError(run.pair.name, [o.describe() for o in found])
+
+    def once() -> dict[str, LoadResult]:
+        application = f"alkemio-migration load {run.run_id}"
+        with run.postgres.connect(run.pair.target_database, application_name=application) as conn:
+            return load_tables(
+                conn,
+                order,
+                inputs,
+                loaded_before=previously_loaded,
+                replace_seeded=set(run.pair.replace_seeded),
+                before_commit=prove_crossing,
+            )
+
+    results = run.retried(
+        once,
+        postgres_lost,
+        f"PostgreSQL {run.postgres.describe()}/{run.pair.target_database}",
+        f"{run.pair.name} load ({len(order)} tables, nothing committed)",
+    )
+    for name, loaded in results.items():
+        run.manifest.record(name, loaded_rows=loaded.rows, load=loaded.outcome, sequences=loaded.sequences)
+        run.manifest.span(name, "load", *loaded.span)
+    run.manifest.note(load_transaction_seconds=round(time.time() - wall, 3))
+    return results
+
+
+def loaded_result(run: StepRun, name: str, loaded: LoadResult, source: StagedInput) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        asset_key=run.chosen.assets[name].keys["postgres"],
+        metadata={
+            "rows": loaded.rows,
+            "outcome": loaded.outcome,
+            "sequences": dg.MetadataValue.json(loaded.sequences),
+            "target": f"{run.pair.target_database}.{name}",
+            "input_run": source.run_id,
+            "sha256": source.sha256,
+            "seconds": round(loaded.span[1] - loaded.span[0], 3),
+        },
+    )
+
+
+def load_stage(
+    run: StepRun, target: TargetCatalog, previously_loaded: set[str]
+) -> tuple[dict[str, StagedInput], dict[str, LoadResult]]:
+    """The tables to load: their staged files, the orphans among them, then one transaction."""
+    inputs = staged_inputs(run, run.chosen.having("postgres"))
+    if not inputs:
+        return inputs, {}
+    check_staged_orphans(run, inputs)
+    return inputs, load_database(run, inputs, target, previously_loaded)

@@ -1,0 +1,76 @@
+"""The translator: every table of a catalog snapshot as three asset specs, with the lineage of
+its foreign keys, and the table checks on each loaded table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import dagster as dg
+
+from alkemio_assets.catalog.contract import TablePlan
+from alkemio_assets.catalog.lineage import Edge, load_order
+from alkemio_assets.catalog.snapshot import Snapshot
+from alkemio_assets.core.settings import DatabasePair
+from alkemio_assets.graph.keys import STAGE_KINDS, catalog_key, key_part, table_assets
+from checks.table_checks import table_checks_for
+
+
+def _broken_description(edges: list[Edge]) -> str:
+    if not edges:
+        return ""
+    listed = "; ".join(e.describe() for e in edges)
+    return f" Foreign keys left out of the lineage (self reference or cycle, loaded all the same): {listed}."
+
+
+def get_asset_specs(pair: DatabasePair, snapshot: Snapshot, plans: dict[str, TablePlan] | None) -> list[dg.AssetSpec]:
+    """The translator: every table of the snapshot, minus exclusions, as three specs."""
+    tables = [t for t in snapshot.source.tables if t.name not in pair.exclude]
+    assets = table_assets(pair, tables)
+    order = load_order(tables)
+    broken = {t.name: [e for e in order.broken if e.table == t.name] for t in tables}
+    specs = []
+    for table in tables:
+        keys = assets[table.name].keys
+        plan = plans.get(table.name) if plans else None
+        version = plan.code_version if plan else None
+        columns = len(table.columns)
+        specs += [
+            dg.AssetSpec(
+                keys["csv"],
+                deps=[catalog_key(pair)],
+                group_name=pair.name,
+                kinds=STAGE_KINDS["csv"],
+                code_version=version,
+                description=f"MySQL `{pair.source_database}`.`{table.name}` ({columns} columns) as an RFC 4180 CSV file.",
+            ),
+            dg.AssetSpec(
+                keys["staged"],
+                deps=[keys["csv"]],
+                group_name=pair.name,
+                kinds=STAGE_KINDS["staged"],
+                code_version=version,
+                description=f"`{table.name}` read by DuckDB with declared types, every value validated and cast "
+                "for the target; kept as a DuckDB table and a load-ready CSV file.",
+            ),
+            dg.AssetSpec(
+                keys["postgres"],
+                deps=[keys["staged"], *(assets[d].keys["postgres"] for d in order.dependencies(table.name))],
+                group_name=pair.name,
+                kinds=STAGE_KINDS["postgres"],
+                code_version=version,
+                description=f"PostgreSQL `{pair.target_database}`.`{table.name}`, loaded atomically with COPY."
+                + _broken_description(broken[table.name]),
+            ),
+        ]
+    return specs
+
+
+def get_check_specs(specs: list[dg.AssetSpec], plans: Mapping[str, TablePlan] | None) -> list[dg.AssetCheckSpec]:
+    """The checklist items that hold per table, on each loaded table; ERROR ones block."""
+    by_part = {key_part(name): plan for name, plan in (plans or {}).items()}
+    return [
+        dg.AssetCheckSpec(name, asset=spec.key, description=text, blocking=severity == dg.AssetCheckSeverity.ERROR)
+        for spec in specs
+        if spec.key.path[1] == "postgres"
+        for name, (_, severity, text) in table_checks_for(by_part.get(spec.key.path[2])).items()
+    ]

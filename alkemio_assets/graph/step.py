@@ -1,0 +1,247 @@
+"""Inside a database's step (one, or one per shard), the database is the unit of failure:
+
+1. the contract: both live schemas as in the snapshot, the application versions, and what would
+   stop the load late (NULLs into NOT NULL, duplicates under a target-only unique key);
+2. export and stage, tables in parallel, each CSV and staged asset reported when it is ready;
+   every input checked against the manifest of the run that wrote it;
+3. orphans among the staged files, in DuckDB, before anything is written;
+4. the load: every table in one PostgreSQL transaction (stages/load.py), the foreign keys that
+   cross the run's edge proven inside it; it commits whole or not at all;
+5. the table checks, then every loaded table reported, parents first.
+
+One run per target database at a time (stages/run_lock.py). The first error stops the step and
+is the one reported; the manifest records it. The stage functions are graph/moves.py's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
+from dataclasses import asdict
+from typing import TypeVar
+
+import dagster as dg
+import duckdb
+
+from alkemio_assets.catalog.contract import ContractError, TablePlan
+from alkemio_assets.catalog.live import check_live_schema
+from alkemio_assets.catalog.snapshot import Snapshot
+from alkemio_assets.catalog.target import TargetCatalog
+from alkemio_assets.catalog.versions import Versions, pair_versions
+from alkemio_assets.catalog.violations import null_violations, unique_violations
+from alkemio_assets.core.settings import DatabasePair, Settings
+from alkemio_assets.graph.keys import step_name
+from alkemio_assets.graph.moves import StepRun, load_stage, loaded_result, prepare_table
+from alkemio_assets.graph.selection import Selection, select
+from alkemio_assets.stages.consistent_read import ConsistentRead
+from alkemio_assets.stages.faults import disk_full, is_disk_full
+from alkemio_assets.stages.manifest import MANIFEST, Manifest, now, run_folder
+from alkemio_assets.stages.run_lock import migration_lock
+from alkemio_assets.stages.staging import prepare
+from checks import run_check
+from checks.table_checks import TableCheckContext, table_checks_for
+from resources import MySQLResource, PostgresResource
+
+T = TypeVar("T")
+Results = Iterator[dg.MaterializeResult | dg.AssetCheckResult]
+
+
+def run_pair(
+    context: dg.AssetExecutionContext,
+    pair: DatabasePair,
+    settings: Settings,
+    snapshot: Snapshot,
+    mysql: MySQLResource,
+    postgres: PostgresResource,
+) -> Results:
+    """The step: its selection, under the target database's lock the contract, then the move."""
+    step = context.op_execution_context.op_handle.name
+    chosen = select(pair, snapshot, context.selected_asset_keys, context.selected_asset_check_keys)
+    with migration_lock(postgres, pair.target_database, step, context.run.run_id):
+        plans, target, versions = check_contract(pair, snapshot, mysql, postgres, chosen)
+        run = open_run(context, pair, settings, snapshot, mysql, postgres, chosen, plans, versions, step)
+        yield from move(run, target, previously_loaded(context, chosen))
+
+
+# -- 1. the contract ----------------------------------------------------------------------------
+
+
+def check_contract(
+    pair: DatabasePair, snapshot: Snapshot, mysql: MySQLResource, postgres: PostgresResource, chosen: Selection
+) -> tuple[dict[str, TablePlan], TargetCatalog, Versions | None]:
+    """Both live schemas as in the snapshot, the application versions, and what would stop the
+    load late: any problem stops the step before a file is written."""
+    plans, target = check_live_schema(
+        pair, snapshot, mysql, postgres, set(chosen.order) | chosen.checked, set(chosen.order)
+    )
+    versions, problems = pair_versions(pair, mysql, postgres)
+    exporting = [plans[t] for t in chosen.having("csv")]
+    if problems := problems + null_violations(mysql, pair, exporting) + unique_violations(mysql, pair, exporting):
+        raise ContractError(problems)
+    return plans, target, versions
+
+
+def staging_file(pair: DatabasePair, step: str) -> str:
+    """One DuckDB file per step that stages: a sharded database's steps may run at once."""
+    return "staging.duckdb" if step == step_name(pair, 0, 1) else f"staging.{step}.duckdb"
+
+
+def open_run(
+    context: dg.AssetExecutionContext,
+    pair: DatabasePair,
+    settings: Settings,
+    snapshot: Snapshot,
+    mysql: MySQLResource,
+    postgres: PostgresResource,
+    chosen: Selection,
+    plans: dict[str, TablePlan],
+    versions: Versions | None,
+    step: str,
+) -> StepRun:
+    """The step's run folder, its manifest and its DuckDB database."""
+    folder = run_folder(settings, context.run.run_id, pair)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(
+        run_id=context.run.run_id,
+        database=pair.name,
+        source=f"{mysql.describe()}/{pair.source_database}",
+        target=f"{postgres.describe()}/{pair.target_database}",
+        started_at=now(),
+        versions=None if versions is None else asdict(versions),
+    )
+    for name, override in pair.overrides.items():
+        manifest.record(name.partition(".")[0], overrides={name: {"cast": override.cast, "reason": override.reason}})
+    duck = duckdb.connect(str(folder / staging_file(pair, step)) if chosen.having("staged") else ":memory:")
+    prepare(duck, settings.staging_memory_mb)
+    return StepRun(
+        context.run.run_id,
+        context.log,
+        pair,
+        settings,
+        snapshot,
+        mysql,
+        postgres,
+        chosen,
+        plans,
+        folder,
+        manifest,
+        duck,
+    )
+
+
+# -- 2.-5. the move -----------------------------------------------------------------------------
+
+
+def move(run: StepRun, target: TargetCatalog, loaded_before: set[str]) -> Results:
+    """Export and stage the tables in parallel, then load the database in one transaction, then
+    the checks; the loaded tables reported parents first. The manifest is written however it ends."""
+    failure: BaseException | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=run.settings.workers, thread_name_prefix=f"{run.pair.name}-table") as pool:
+            yield from prepare_tables(run, pool)
+            inputs, loaded = load_stage(run, target, loaded_before)
+            evaluated = run_checks(pool, run)
+        for name in run.chosen.report_order(loaded, evaluated):
+            if name in loaded:
+                yield loaded_result(run, name, loaded[name], inputs[name])
+            yield from evaluated.get(name, [])
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        run.duck.close()
+        _finish(run, failure)
+
+
+def previously_loaded(context: dg.AssetExecutionContext, chosen: Selection) -> set[str]:
+    """The tables to load that a run materialized before: rows the target holds there are ours to
+    replace; elsewhere the target's own migrations put them, and they are compared instead."""
+    return {
+        name
+        for name in chosen.having("postgres")
+        if context.instance.get_latest_materialization_event(chosen.assets[name].keys["postgres"]) is not None
+    }
+
+
+def prepare_tables(run: StepRun, pool: ThreadPoolExecutor) -> Iterator[dg.MaterializeResult]:
+    """Every selected table's export and staging, tables in parallel, the exports reading one
+    moment of the source; each result as it is ready."""
+    exporting = run.chosen.having("csv")
+    with (
+        ConsistentRead(run.mysql, run.pair.source_database, min(run.settings.workers, len(exporting)), run.log.warning)
+        if exporting
+        else nullcontext() as moment
+    ):
+        run.moment = moment
+        if moment is not None:
+            run.manifest.note(source_moment="global read lock" if moment.locked else "per connection")
+        for results in in_parallel(pool, lambda name: prepare_table(run, name), run.chosen.order):
+            yield from results
+    run.moment = None
+
+
+def run_checks(pool: ThreadPoolExecutor, run: StepRun) -> dict[str, list[dg.AssetCheckResult]]:
+    """The selected table checks, tables in parallel; recorded in the manifest for the report."""
+
+    def evaluate(name: str) -> list[dg.AssetCheckResult]:
+        ctx = TableCheckContext(
+            run.plans[name],
+            run.pair.source_database,
+            run.pair.target_database,
+            run.mysql,
+            run.postgres,
+            run.chosen.assets[name].keys["postgres"],
+            run.chosen.lineage,
+            run.settings.fetch.sized(run.longest_record(name)),
+        )
+        wall = time.time()
+        checks = table_checks_for(run.plans[name])
+        results = [
+            run_check(checks[check][0], ctx, ctx.asset_key, check, checks[check][1])
+            for check in sorted(run.chosen.checks[name])
+        ]
+        run.manifest.span(name, "checks", wall)
+        run.manifest.record(
+            name,
+            checks={r.check_name: {"passed": r.passed, "severity": r.severity.value} for r in results if r.check_name},
+        )
+        return results
+
+    futures = {name: pool.submit(evaluate, name) for name in run.chosen.checks}
+    return {name: future.result() for name, future in futures.items()}
+
+
+def in_parallel(pool: ThreadPoolExecutor, work: Callable[[str], T], names: Iterable[str]) -> Iterator[T]:
+    """`work(name)` for every name at once, results as they come; the first error stops the
+    rest (those not started are cancelled) and is raised."""
+    pending: set[Future[T]] = {pool.submit(work, name) for name in names}
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        for future in done:
+            if (error := future.exception()) is not None:
+                for other in pending:
+                    other.cancel()
+                raise error
+            yield future.result()
+
+
+def _finish(run: StepRun, failure: BaseException | None) -> None:
+    """Write the manifest. Should that fail too (a full disk), the first error stays the one
+    raised and the manifest's own failure is logged."""
+    manifest = run.manifest
+    manifest.finished_at = now()
+    manifest.outcome = "failed" if failure else "succeeded"
+    manifest.error = None if failure is None else f"{type(failure).__name__}: {failure}"
+    path = run.folder / MANIFEST
+    try:
+        manifest.write(path)
+    except OSError as exc:
+        error = disk_full(path, f"{manifest.database} manifest", exc) if is_disk_full(exc) else exc
+        if failure is None:
+            raise error from exc
+        run.log.error(f"the manifest could not be written either: {error}")
+        return
+    if failure is not None:
+        run.log.error(f"manifest: {path}")

@@ -1,0 +1,173 @@
+"""The migration report: every database's manifest and recorded checks of one run gathered into
+report.md and report.json, with the seed's manual checklist; it refuses a run whose ERROR checks
+failed, so the cut-over behind it never comes."""
+
+# No `from __future__ import annotations`: Dagster reads the context annotations.
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from alkemio_assets.core.settings import Settings
+from alkemio_assets.operations.verified import VERIFICATION
+
+REPORT_KEY = dg.AssetKey(["migration", "report"])
+
+
+# The seed's checklist items no machine can decide here: the report lists them for a person.
+MANUAL_CHECKLIST = {
+    "Authentication & authorization": [
+        "Users can log in via Kratos",
+        "Session management works correctly",
+        "Authorization policies are enforced",
+        "Role-based access control functions",
+    ],
+    "Core features": [
+        "GraphQL API responds correctly",
+        "Spaces are accessible",
+        "User profiles load and display correctly",
+        "Content creation/editing works",
+        "File uploads/downloads function",
+        "Search functionality operates",
+        "Notifications are delivered",
+    ],
+    "Data relationships (spot checks in the application)": [
+        "User-Space memberships are intact",
+        "Organization hierarchies are correct",
+        "Content ownership is preserved",
+        "Comments are linked to correct posts",
+        "Tags and references are maintained",
+    ],
+    "Connection pool and application metrics": [
+        "Database connections are stable",
+        "No connection pool exhaustion",
+        "Query latency is acceptable",
+        "API response times are within normal range",
+        "Error rates are not elevated",
+        "Memory usage is stable",
+    ],
+    "Kratos flows": ["Sessions can be created/validated", "Recovery flows work", "Verification flows work"],
+}
+
+
+def report_folder(settings: Settings, run_id: str) -> Path:
+    folder = settings.workdir / "runs" / run_id
+    if folder.exists():
+        return folder
+    runs = sorted((settings.workdir / "runs").glob("*/"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no run folder under {settings.workdir / 'runs'}: migrate first")
+    return runs[-1]
+
+
+def gather(folder: Path) -> dict:
+    """Every database's manifest and recorded checks in one run folder."""
+    databases = {}
+    for manifest_path in sorted(folder.glob("*/migration_manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        verification = manifest_path.parent / VERIFICATION
+        databases[manifest["database"]] = {
+            "outcome": manifest["outcome"],
+            "versions": manifest.get("versions"),
+            "source": manifest["source"],
+            "target": manifest["target"],
+            "tables": {
+                name: {
+                    "rows": t.get("rows"),
+                    "loaded_rows": t.get("loaded_rows"),
+                    "load": t.get("load"),
+                    "checks": t.get("checks", {}),
+                }
+                for name, t in sorted(manifest["tables"].items())
+            },
+            "database_checks": json.loads(verification.read_text()) if verification.exists() else {},
+        }
+    return databases
+
+
+def failed_errors(databases: dict) -> list[str]:
+    failed = []
+    for name, db in databases.items():
+        for table, entry in db["tables"].items():
+            failed += [
+                f"{name}.{table}: {c}"
+                for c, r in entry["checks"].items()
+                if not r["passed"] and r["severity"] == "ERROR"
+            ]
+        failed += [
+            f"{name}: {c}" for c, r in db["database_checks"].items() if not r["passed"] and r["severity"] == "ERROR"
+        ]
+    return failed
+
+
+def render(databases: dict, run: str, seed_names: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    lines = [f"# Migration report, run {run}", "", f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", ""]
+    for name, db in databases.items():
+        lines += [
+            f"## {name}",
+            "",
+            f"{db['source']} -> {db['target']}: {db['outcome']}",
+            "",
+        ]
+        if versions := db.get("versions"):
+            lines += [
+                f"Application migrations: MySQL at `{versions['source']}` ({versions['source_count']} in its ledger), "
+                f"PostgreSQL at `{versions['target']}` ({versions['target_count']}).",
+                "",
+            ]
+        renamed = (seed_names or {}).get(name, {})
+        if renamed:
+            lines += ["The seed's critical tables by their names in this schema:", ""]
+            lines += [f"- `{seed}`: {meaning}" for seed, meaning in renamed.items()] + [""]
+        lines += [
+            "| table | MySQL rows | PostgreSQL rows | load | failed checks |",
+            "|---|---|---|---|---|",
+        ]
+        for table, t in db["tables"].items():
+            bad = ", ".join(f"{c} ({r['severity']})" for c, r in t["checks"].items() if not r["passed"]) or "none"
+            lines.append(f"| {table} | {t['rows']} | {t['loaded_rows']} | {t['load']} | {bad} |")
+        lines += [
+            "",
+            "Database checks: "
+            + (
+                ", ".join(
+                    f"{c} {'passed' if r['passed'] else 'FAILED (' + r['severity'] + ')'}"
+                    for c, r in db["database_checks"].items()
+                )
+                or "not run"
+            ),
+            "",
+        ]
+    lines += ["## Manual checklist (the seed's items no machine decides here)", ""]
+    for group, items in MANUAL_CHECKLIST.items():
+        lines += [f"**{group}**", ""] + [f"- [ ] {item}" for item in items] + [""]
+    return "\n".join(lines)
+
+
+def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=REPORT_KEY,
+        deps=upstream,
+        group_name="migration",
+        kinds={"json"},
+        description="Every check of the run with the manual checklist: report.md and report.json in the run folder.",
+    )
+    def report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        """Gather the run's checks into the migration report; refuse a run whose ERROR checks failed."""
+        folder = report_folder(settings, context.run.run_id)
+        databases = gather(folder)
+        (folder / "report.json").write_text(json.dumps(databases, indent=1, sort_keys=True) + "\n")
+        seeds = {pair.name: pair.seed_names() for pair in settings.pairs}
+        (folder / "report.md").write_text(render(databases, folder.name, seeds))
+        if failed := failed_errors(databases):
+            raise dg.Failure(
+                f"ERROR checks failed, cut-over blocked: {failed}",
+                metadata={"report": dg.MetadataValue.path(str(folder / "report.md"))},
+            )
+        return dg.MaterializeResult(
+            metadata={"report": dg.MetadataValue.path(str(folder / "report.md")), "databases": len(databases)}
+        )
+
+    return report

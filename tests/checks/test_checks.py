@@ -1,0 +1,355 @@
+"""The verification checklist as asset checks: each passes on the fixture migration and fails,
+with its evidence, when the target is broken the way it guards against. An ERROR check keeps
+the report and the cut-over from materializing."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+from conftest import failed_error_checks, materialize_all  # noqa: F401  (fixture helpers)
+
+from alkemio_assets.core.settings import Settings
+from alkemio_assets.definitions import build_definitions
+from checks.database_checks import DatabaseCheckContext, encoding
+from resources import MySQLResource, PostgresResource
+
+pytestmark = pytest.mark.e2e
+
+
+def evaluate(settings: Settings, instance: dg.DagsterInstance, asset: str, check: str) -> dg.AssetCheckEvaluation:
+    """Run one check alone, as the UI's "Execute check" does."""
+    defs = build_definitions(settings)
+    key = dg.AssetCheckKey(dg.AssetKey.from_user_string(asset), check)
+    # a table's checks run alone (its step subsets); a database's checks run with their asset
+    table_check = key.asset_key.path[1] == "postgres"
+    selection = dg.AssetSelection.checks(key) if table_check else dg.AssetSelection.assets(key.asset_key)
+    result = dg.materialize(
+        list(defs.assets or []), resources=defs.resources, instance=instance, selection=selection, raise_on_error=False
+    )
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == check]
+    return evaluation
+
+
+def meta(evaluation: dg.AssetCheckEvaluation, name: str):
+    return evaluation.metadata[name].value
+
+
+def target_sql(postgres: PostgresResource, database: str, *statements: str) -> None:
+    with postgres.connect(database) as conn:
+        conn.execute("SET session_replication_role = replica")  # break it past the foreign keys
+        for statement in statements:
+            conn.execute(statement)
+
+
+def test_every_check_runs_on_the_fixture_and_every_error_check_passes(migrated):
+    _, _, result = migrated
+    evaluations = result.get_asset_check_evaluations()
+    names = {e.check_name for e in evaluations}
+    assert names >= {
+        "row_count",
+        "content_fingerprint",
+        "foreign_keys",
+        "keys",
+        "indexes",
+        "sequences",
+        "samples",
+        "critical_tables",
+        "encoding",
+        "query_plans",
+        "kratos_identities",
+        "kratos_network",
+        "cross_database_references",
+        "deferred_foreign_keys",
+    }
+    assert failed_error_checks(result) == []
+    # the fixture's baseline, like TypeORM's, lacks the FK indexes InnoDB made: a WARN with the fix
+    warned = {e.check_name for e in evaluations if not e.passed}
+    assert warned <= {"indexes", "query_plans"}
+    outcome = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"migration/report", "migration/cutover", "alkemio/verified", "kratos/verified"} <= outcome
+
+
+def test_row_count_sees_a_deleted_row(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    target_sql(
+        postgres, databases["alkemio"], "DELETE FROM comment WHERE id = (SELECT id FROM comment ORDER BY id LIMIT 1)"
+    )
+    e = evaluate(settings, instance, "alkemio/postgres/comment", "row_count")
+    assert not e.passed and meta(e, "difference") == -1
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "column"),
+    [
+        (
+            "profile",
+            """UPDATE profile SET "displayName" = "displayName" || 'x' WHERE id = (SELECT id FROM profile ORDER BY id LIMIT 1)""",
+            "displayName",
+        ),
+        (
+            "user",
+            """UPDATE "user" SET "updatedDate" = "updatedDate" + interval '1 microsecond' WHERE id = (SELECT id FROM "user" ORDER BY id LIMIT 1)""",
+            "updatedDate",
+        ),
+        (
+            "authorization_policy",
+            """UPDATE authorization_policy SET "privilegeRules" = '{"changed": 1}' WHERE id = (SELECT id FROM authorization_policy ORDER BY id LIMIT 1)""",
+            "privilegeRules",
+        ),
+    ],
+)
+def test_content_fingerprint_names_the_changed_row(migrated, postgres, instance, table, change, column):
+    settings, databases, _ = migrated
+    with postgres.connect(databases["alkemio"]) as conn:
+        key = conn.execute(f'SELECT id::text FROM "{table}" ORDER BY id LIMIT 1').fetchone()[0]
+    target_sql(postgres, databases["alkemio"], change)
+    e = evaluate(settings, instance, f"alkemio/postgres/{table}", "content_fingerprint")
+    assert not e.passed
+    assert meta(e, "differing_keys") == [key]
+
+
+def test_foreign_keys_show_the_orphan(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    ghost = str(uuid.uuid4())
+    target_sql(
+        postgres,
+        databases["alkemio"],
+        f"""UPDATE visual SET "profileId" = '{ghost}' WHERE id = (SELECT id FROM visual ORDER BY id LIMIT 1)""",
+    )
+    e = evaluate(settings, instance, "alkemio/postgres/visual", "foreign_keys")
+    assert not e.passed
+    assert meta(e, "orphans")["FK_visual_profile"] == 1
+    ((shown,),) = meta(e, "orphan_keys").values()
+    assert shown.startswith("row id='") and f"profileId='{ghost}' names no parent row" in shown
+
+
+def test_the_cycle_edge_is_proven_on_verified(migrated, postgres, instance):
+    """storage_aggregator -> storage_bucket breaks the fixture's cycle: the bucket loads after the
+    aggregator, so the aggregator's own check leaves that key to alkemio/verified."""
+    settings, databases, _ = migrated
+    ghost = str(uuid.uuid4())
+    target_sql(
+        postgres,
+        databases["alkemio"],
+        f"""UPDATE storage_aggregator SET "directStorageId" = '{ghost}'
+            WHERE id = (SELECT id FROM storage_aggregator ORDER BY id LIMIT 1)""",
+    )
+    own = evaluate(settings, instance, "alkemio/postgres/storage_aggregator", "foreign_keys")
+    assert own.passed and meta(own, "proven_on_verified") == ["FK_storage_aggregator_direct_storage"]
+    e = evaluate(settings, instance, "alkemio/verified", "deferred_foreign_keys")
+    assert not e.passed
+    assert meta(e, "orphans") == {"storage_aggregator.FK_storage_aggregator_direct_storage": 1}
+    (shown,) = meta(e, "orphan_keys")["storage_aggregator.FK_storage_aggregator_direct_storage"]
+    assert shown.startswith("row id='") and f"directStorageId='{ghost}' names no parent row" in shown
+
+
+def test_keys_and_query_plans_see_a_dropped_unique_index(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    target_sql(postgres, databases["alkemio"], 'ALTER TABLE "user" DROP CONSTRAINT "IDX_user_email"')
+    keys = evaluate(settings, instance, "alkemio/postgres/user", "keys")
+    assert not keys.passed and meta(keys, "missing") == [["email"]]
+    plans = evaluate(settings, instance, "alkemio/verified", "query_plans")
+    assert not plans.passed and plans.severity == dg.AssetCheckSeverity.WARN
+    assert meta(plans, "plans")["user.email"] == "Seq Scan"
+    assert 'CREATE INDEX ON "user" ("email");' in meta(plans, "suggested")
+
+
+def test_indexes_warn_with_the_statement_to_add(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    target_sql(postgres, databases["alkemio"], 'DROP INDEX "IDX_activity_log_collaboration"')
+    e = evaluate(settings, instance, "alkemio/postgres/activity_log", "indexes")
+    assert not e.passed and e.severity == dg.AssetCheckSeverity.WARN
+    assert ["collaborationID"] in meta(e, "missing")
+    assert 'CREATE INDEX ON "activity_log" ("collaborationID");' in meta(e, "suggested")
+
+
+def test_sequences_see_one_set_back(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    target_sql(postgres, databases["alkemio"], """SELECT setval('"user_rowId_seq"', 1)""")
+    e = evaluate(settings, instance, "alkemio/postgres/user", "sequences")
+    assert not e.passed and 'public."user_rowId_seq"' in meta(e, "behind")
+
+
+def test_samples_see_lost_newlines_and_replacement_characters(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    target_sql(
+        postgres,
+        databases["alkemio"],
+        "UPDATE comment SET message = replace(message, E'\\n', ' ')",
+        "UPDATE reference SET name = name || E'\\uFFFD' WHERE id = (SELECT id FROM reference ORDER BY id DESC LIMIT 1)",
+    )
+    lost = evaluate(settings, instance, "alkemio/postgres/comment", "samples")
+    assert not lost.passed
+    side = meta(lost, "side_by_side")["message"]
+    assert any(s["mysql"] != s["postgres"] for s in side)
+    gained = evaluate(settings, instance, "alkemio/postgres/reference", "samples")
+    assert not gained.passed and meta(gained, "replacement_characters_gained") == {"name": 1}
+
+
+def test_critical_tables_see_an_empty_one(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    target_sql(postgres, databases["alkemio"], "DELETE FROM notification")
+    e = evaluate(settings, instance, "alkemio/verified", "critical_tables")
+    assert not e.passed and meta(e, "missing_or_empty") == ["notification"]
+
+
+def test_kratos_identity_without_credentials_is_listed(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    with postgres.connect(databases["kratos"]) as conn:
+        identity = conn.execute(
+            "SELECT identity_id::text FROM identity_credentials ORDER BY identity_id LIMIT 1"
+        ).fetchone()[0]
+    target_sql(postgres, databases["kratos"], f"DELETE FROM identity_credentials WHERE identity_id = '{identity}'")
+    e = evaluate(settings, instance, "kratos/verified", "kratos_identities")
+    assert not e.passed and e.severity == dg.AssetCheckSeverity.WARN
+    assert identity in meta(e, "sample")
+    counts = meta(e, "counts")["identity_credentials"]
+    assert counts["postgres"] < counts["mysql"]
+
+
+def test_kratos_network_sees_a_second_network(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    other = str(uuid.uuid4())
+    target_sql(
+        postgres,
+        databases["kratos"],
+        f"INSERT INTO networks VALUES ('{other}', now(), now())",
+        f"UPDATE identities SET nid = '{other}' WHERE id = (SELECT id FROM identities ORDER BY id LIMIT 1)",
+    )
+    e = evaluate(settings, instance, "kratos/verified", "kratos_network")
+    assert not e.passed
+    assert other in meta(e, "networks") and meta(e, "rows_under_other_nid")["identities"] >= 1
+
+
+def test_alkemio_users_must_name_kratos_identities(migrated, postgres, instance):
+    settings, databases, _ = migrated
+    ghost = str(uuid.uuid4())
+    target_sql(
+        postgres,
+        databases["alkemio"],
+        f"""UPDATE "user" SET "authId" = '{ghost}' WHERE "authId" IS NOT NULL AND id = (SELECT id FROM "user" WHERE "authId" IS NOT NULL ORDER BY id LIMIT 1)""",
+    )
+    e = evaluate(settings, instance, "alkemio/verified", "cross_database_references")
+    assert not e.passed
+    assert meta(e, "references")["user.authId -> kratos.identities.id"]["sample"] == [ghost]
+
+
+def test_encoding_refuses_a_database_that_is_not_utf8(
+    settings: Settings, mysql, postgres: PostgresResource, unique_name
+):
+    latin = f"{unique_name}_latin"
+    with postgres.connect(autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {latin} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        pair = settings.pair("alkemio")
+        from dataclasses import replace
+
+        ctx = DatabaseCheckContext(
+            replace(pair, target_database=latin, source_database="mysql"), settings, mysql, postgres, dg.AssetKey("x")
+        )
+        e = encoding(ctx)
+        assert not e.passed and e.metadata["postgres_server_encoding"].value == "LATIN1"
+    finally:
+        postgres.drop_database(latin)
+
+
+def test_schema_contract_blocks_before_data_moves(migrated, mysql: MySQLResource, instance):
+    settings, databases, _ = migrated
+    mysql.execute_script(
+        databases["alkemio"],
+        [
+            "ALTER TABLE tagset ADD COLUMN legacyFlag tinyint NULL",
+            "UPDATE `user` SET accountUpn = NULL ORDER BY id LIMIT 2",
+        ],
+    )
+    e = evaluate(settings, instance, "alkemio/source_catalog", "schema_contract")
+    assert not e.passed
+    problems = meta(e, "problems")
+    assert "alkemio.tagset.legacyFlag: no target column for MySQL tinyint(4)" in problems or any(
+        "tagset.legacyFlag" in p for p in problems
+    )
+    assert any("user.accountUpn: 2 rows are NULL on MySQL but the target column is NOT NULL" in p for p in problems)
+
+
+def test_an_error_check_keeps_the_report_and_cutover_back(
+    generated_source, target_databases, mysql: MySQLResource, tmp_path, instance
+):
+    """A user whose authId names no Kratos identity: not a foreign key, so the data loads, and
+    the ERROR check cross_database_references fails; the report and the cut-over stay back.
+    (An orphan under a foreign key never loads at all: test_failfast.)"""
+    databases, _ = generated_source
+    with mysql.connect(databases["alkemio"]) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE user SET authId = %s ORDER BY id LIMIT 1", (str(uuid.uuid4()),))
+    from conftest import migration_settings
+
+    settings = migration_settings(databases, str(tmp_path))
+    build_definitions(settings).resolve_job_def("refresh_catalog").execute_in_process(instance=instance)
+    result = (
+        build_definitions(settings)
+        .resolve_job_def("migrate_all")
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+    assert failed_error_checks(result) == [("alkemio/verified", "cross_database_references")]
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "alkemio/postgres/user" in materialized
+    assert "migration/report" not in materialized and "migration/cutover" not in materialized
+
+
+@pytest.mark.parametrize(
+    ("mysql_table", "pg_table", "hashed_by"),
+    [
+        # no primary key, a JSON and a double column: rows are their own keys, hashed in Python
+        (
+            "CREATE TABLE t (n int NOT NULL, doc json NULL, x double NULL)",
+            "CREATE TABLE t (n integer NOT NULL, doc jsonb NULL, x double precision NULL)",
+            "Python, a process per side",
+        ),
+        # every column writable in SQL: each server hashes its own rows
+        (
+            "CREATE TABLE t (n int NOT NULL PRIMARY KEY, doc text NULL, x decimal(10,3) NULL)",
+            "CREATE TABLE t (n integer NOT NULL PRIMARY KEY, doc text NULL, x numeric(10,3) NULL)",
+            "the servers (SQL)",
+        ),
+    ],
+)
+def test_content_fingerprint_both_ways(
+    mysql: MySQLResource, postgres: PostgresResource, unique_name: str, mysql_table, pg_table, hashed_by
+):
+    from alkemio_assets.catalog.contract import plan_table
+    from alkemio_assets.catalog.lineage import load_order
+    from alkemio_assets.catalog.source import read_mysql_catalog
+    from alkemio_assets.catalog.target import read_pg_catalog
+    from checks.table_checks import TableCheckContext, content_fingerprint
+
+    db = f"{unique_name}_fp"
+    rows = [(1, '{"b": 1.50, "a": [1, 2]}', "2.5"), (2, None, None), (3, '{"a": "x"}', "-0.125")]
+    mysql.create_database(db)
+    postgres.create_database(db)
+    try:
+        mysql.execute_script(db, [mysql_table])
+        postgres.execute_script(db, pg_table)
+        with mysql.connect(db) as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
+            source = read_mysql_catalog(conn, db).table("t")
+        with postgres.connect(db) as conn:
+            # the target's own forms: jsonb reorders keys and keeps 1.50; numeric pads the scale
+            conn.cursor().executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
+            target = read_pg_catalog(conn, db).table("t")
+        plan = plan_table(db, source, target, {}, [])
+        assert plan is not None
+        ctx = TableCheckContext(
+            plan, db, db, mysql, postgres, dg.AssetKey(["db", "postgres", "t"]), load_order([source])
+        )
+        same = content_fingerprint(ctx)
+        assert same.passed and meta(same, "rows_compared") == 3 and meta(same, "hashed_by") == hashed_by
+        target_sql(postgres, db, "UPDATE t SET x = x + 1 WHERE n = 3")
+        changed = content_fingerprint(ctx)
+        assert not changed.passed
+        assert len(meta(changed, "differing_keys")) == (
+            1 if "SQL" in hashed_by else 2
+        )  # a row that is its key: old and new
+    finally:
+        mysql.drop_database(db)
+        postgres.drop_database(db)

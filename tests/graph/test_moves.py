@@ -1,0 +1,122 @@
+"""The per-table move, one stage at a time, on the real servers and without Dagster: export
+writes the CSV and records it, staging reads this run's file and casts it, the load puts the
+database's tables in one transaction, and orphans among the staged files stop it first."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import migration_settings
+
+from alkemio_assets.catalog.contract import plan_database
+from alkemio_assets.catalog.snapshot import Snapshot
+from alkemio_assets.catalog.source import read_mysql_catalog
+from alkemio_assets.catalog.target import TargetCatalog, read_pg_catalog
+from alkemio_assets.core.errors import OrphanRowsError
+from alkemio_assets.core.settings import DatabasePair
+from alkemio_assets.graph.keys import table_assets
+from alkemio_assets.graph.moves import StepRun, export_stage, load_stage, staging_stage
+from alkemio_assets.graph.selection import select
+from alkemio_assets.stages.manifest import Manifest, now, run_folder
+from alkemio_assets.stages.staging import prepare
+from resources import MySQLResource, PostgresResource
+
+MYSQL = [
+    "CREATE TABLE space (id char(36) NOT NULL PRIMARY KEY, visible tinyint NOT NULL)",
+    "CREATE TABLE callout (id int NOT NULL PRIMARY KEY, spaceId char(36) NULL,"
+    " CONSTRAINT fk_callout_space FOREIGN KEY (spaceId) REFERENCES space (id))",
+    "INSERT INTO space VALUES ('5b0c5a43-93a4-4c3b-9d6b-2a4f1f7e0a01', 1), ('5b0c5a43-93a4-4c3b-9d6b-2a4f1f7e0a02', 0)",
+    "INSERT INTO callout VALUES (1, '5b0c5a43-93a4-4c3b-9d6b-2a4f1f7e0a01'), (2, NULL)",
+]
+POSTGRES = """
+CREATE TABLE space (id uuid PRIMARY KEY, visible boolean NOT NULL);
+CREATE TABLE callout (id integer PRIMARY KEY, "spaceId" uuid NULL
+  CONSTRAINT fk_callout_space REFERENCES space (id));
+"""
+
+
+@dataclass
+class Moving:
+    run: StepRun
+    target: TargetCatalog
+    database: str
+
+
+@pytest.fixture
+def moving(mysql: MySQLResource, postgres: PostgresResource, unique_name: str, tmp_path: Path) -> Iterator[Moving]:
+    db = f"{unique_name}_move"
+    mysql.create_database(db)
+    postgres.create_database(db)
+    try:
+        mysql.execute_script(db, MYSQL)
+        postgres.execute_script(db, POSTGRES)
+        pair = DatabasePair("db", db, db)
+        with mysql.connect() as conn:
+            source = read_mysql_catalog(conn, db)
+        with postgres.connect(db) as conn:
+            target = read_pg_catalog(conn, db)
+        settings = migration_settings({}, str(tmp_path))
+        settings = replace(settings, pairs=(pair,))
+        snapshot = Snapshot(source, target, datetime.now(UTC), "test")
+        assets = table_assets(pair, list(source.tables))
+        chosen = select(pair, snapshot, [k for a in assets.values() for k in a.keys.values()], [])
+        folder = run_folder(settings, "run-1", pair)
+        folder.mkdir(parents=True)
+        manifest = Manifest(run_id="run-1", database="db", source=db, target=db, started_at=now(), versions=None)
+        duck = duckdb.connect(":memory:")
+        prepare(duck, settings.staging_memory_mb)
+        plans = plan_database(pair, source, target)
+        log = logging.getLogger("test_moves")
+        run = StepRun("run-1", log, pair, settings, snapshot, mysql, postgres, chosen, plans, folder, manifest, duck)
+        yield Moving(run, target, db)
+        duck.close()
+    finally:
+        mysql.drop_database(db)
+        postgres.drop_database(db)
+
+
+@pytest.mark.e2e
+def test_each_stage_alone_moves_the_table_and_records_it(moving: Moving, postgres: PostgresResource):
+    run = moving.run
+    exported = export_stage(run, "space")
+    assert exported.asset_key == run.chosen.assets["space"].keys["csv"]
+    assert exported.metadata["rows"] == 2 and run.manifest.tables["space"]["rows"] == 2
+    assert (run.folder / "csv" / "space.csv").read_text().splitlines()[0] == "id,visible"
+
+    staged = staging_stage(run, "space")
+    assert staged.metadata["rows"] == 2 and staged.metadata["input_run"] == "run-1"  # this run's file
+    assert "t" in (run.folder / "staged" / "space.csv").read_text()  # tinyint 1 became a boolean
+
+    for name in ("callout",):
+        export_stage(run, name)
+        staging_stage(run, name)
+    inputs, loaded = load_stage(run, moving.target, set())
+    assert set(inputs) == set(loaded) == {"space", "callout"}
+    assert loaded["space"].rows == 2 and loaded["callout"].rows == 2
+    with postgres.connect(moving.database) as conn:
+        rows = conn.execute("SELECT visible FROM space ORDER BY id").fetchall()
+    assert rows == [(True,), (False,)]
+
+
+@pytest.mark.e2e
+def test_orphans_in_the_staged_files_stop_the_load_before_it_writes(
+    moving: Moving, mysql: MySQLResource, postgres: PostgresResource
+):
+    run = moving.run
+    with mysql.connect(moving.database) as conn, conn.cursor() as cur:
+        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+        cur.execute("INSERT INTO callout VALUES (3, '5b0c5a43-93a4-4c3b-9d6b-2a4f1f7e0a99')")
+    for name in ("space", "callout"):
+        export_stage(run, name)
+        staging_stage(run, name)
+    with pytest.raises(OrphanRowsError, match=r"callout\.spaceId -> space") as raised:
+        load_stage(run, moving.target, set())
+    assert "row id=3" in str(raised.value)
+    with postgres.connect(moving.database) as conn:
+        assert conn.execute("SELECT (SELECT count(*) FROM space) + (SELECT count(*) FROM callout)").fetchone() == (0,)
