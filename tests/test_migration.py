@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import replace
 
+import dagster as dg
 import pytest
 from conftest import failed_error_checks, materialize_all, migration_settings, run_job
 from fidelity import compare_table
@@ -17,6 +18,7 @@ from alkemio_assets.catalog.source import read_mysql_catalog
 from alkemio_assets.catalog.target import read_pg_catalog
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.stages.manifest import MANIFEST
+from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
 
 pytestmark = pytest.mark.e2e
@@ -244,3 +246,17 @@ def test_key_ranges_move_every_value(generated_source, target_databases, tmp_pat
     assert manifest["tables"]["user"]["rows"] == manifest["tables"]["user"]["loaded_rows"] > 0
     split = [t for t, entry in manifest["tables"].items() if "key_ranges" in entry]
     assert len(split) > 20, split
+
+
+def test_the_run_log_records_each_step_and_the_verdict(migrated, instance: dg.DagsterInstance):
+    settings, _, result = migrated
+    events = read_events(run_log_path(settings), result.run_id)
+    for database in ("alkemio", "kratos"):
+        mine = [e for e in events if e.database == database]
+        assert [e.status for e in mine] == ["started", "in_progress", "in_progress", "completed"]
+        assert "loaded" in mine[2].message and all(e.host and e.user and e.timestamp.endswith("Z") for e in mine)
+        assert instance.get_run_by_id(result.run_id).tags[f"alkemio/{database}"] == "completed"
+    verdict = events[-1]
+    assert verdict.status == "completed" and verdict.database is None and "every ERROR check passed" in verdict.message
+    report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
+    assert "## Run log" in report and "| completed | alkemio |" in report

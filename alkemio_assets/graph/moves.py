@@ -29,11 +29,13 @@ from alkemio_assets.stages.faults import mysql_lost, postgres_lost, retried, ver
 from alkemio_assets.stages.integrity import staged_orphans
 from alkemio_assets.stages.load import LoadResult, StagedInput, load_tables
 from alkemio_assets.stages.manifest import FileKind, Manifest, RecordedFile, earlier_file, recorded_file, run_manifests
+from alkemio_assets.stages.run_log import Status
 from alkemio_assets.stages.staging import stage_table
 from resources import MySQLResource, PostgresResource
 
 T = TypeVar("T")
 Log = logging.Logger | logging.LoggerAdapter | dg.DagsterLogManager  # .warning, .error
+Note = Callable[[Status, str], None]
 
 
 # -- what a step shares between its tables --------------------------------------------------------
@@ -61,6 +63,7 @@ class StepRun:
     manifest: Manifest
     duck: Any
     moment: ConsistentRead | None = None  # the export's connections, reading one moment of the source
+    note: Note = lambda status, message: None  # an event for the run log
 
     def retried(self, action: Callable[[], T], is_lost: Callable[[BaseException], bool], server: str, where: str) -> T:
         """`action()`, again after a lost connection, as MIGRATION_RETRIES says; each retry logged."""

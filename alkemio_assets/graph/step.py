@@ -32,13 +32,14 @@ from alkemio_assets.catalog.target import TargetCatalog
 from alkemio_assets.catalog.versions import Versions, pair_versions
 from alkemio_assets.catalog.violations import null_violations, unique_violations
 from alkemio_assets.core.settings import DatabasePair, Settings
-from alkemio_assets.graph.keys import step_name
-from alkemio_assets.graph.moves import StepRun, load_stage, loaded_result, prepare_table
+from alkemio_assets.graph.keys import key_part, step_name
+from alkemio_assets.graph.moves import Note, StepRun, load_stage, loaded_result, prepare_table
 from alkemio_assets.graph.selection import Selection, select
 from alkemio_assets.stages.consistent_read import ConsistentRead
 from alkemio_assets.stages.faults import disk_full, is_disk_full
 from alkemio_assets.stages.manifest import MANIFEST, Manifest, now, run_folder
 from alkemio_assets.stages.run_lock import migration_lock
+from alkemio_assets.stages.run_log import Status, record, run_log_path
 from alkemio_assets.stages.staging import prepare
 from checks import run_check
 from checks.table_checks import TableCheckContext, table_checks_for
@@ -59,10 +60,31 @@ def run_pair(
     """The step: its selection, under the target database's lock the contract, then the move."""
     step = context.op_execution_context.op_handle.name
     chosen = select(pair, snapshot, context.selected_asset_keys, context.selected_asset_check_keys)
-    with migration_lock(postgres, pair.target_database, step, context.run.run_id):
-        plans, target, versions = check_contract(pair, snapshot, mysql, postgres, chosen)
-        run = open_run(context, pair, settings, snapshot, mysql, postgres, chosen, plans, versions, step)
-        yield from move(run, target, previously_loaded(context, chosen))
+    note = run_events(context, settings, pair)
+    note("started", f"step {step}: {len(chosen.order)} tables, {len(chosen.checks)} of them checked")
+    try:
+        with migration_lock(postgres, pair.target_database, step, context.run.run_id):
+            plans, target, versions = check_contract(pair, snapshot, mysql, postgres, chosen)
+            run = open_run(context, pair, settings, snapshot, mysql, postgres, chosen, plans, versions, step)
+            run.note = note
+            yield from move(run, target, previously_loaded(context, chosen))
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        note("failed", f"step {step}: {type(exc).__name__}: {exc}")
+        raise
+    note("completed", f"step {step}: {len(chosen.order)} tables")
+
+
+def run_events(context: dg.AssetExecutionContext, settings: Settings, pair: DatabasePair) -> Note:
+    """How the step records its events: in the run log, and as the run's tag `alkemio/DB`."""
+    path = run_log_path(settings)
+
+    def note(status: Status, message: str) -> None:
+        record(path, status, f"{pair.name}: {message}", context.run.run_id, pair.name)
+        context.instance.add_run_tags(context.run.run_id, {f"alkemio/{key_part(pair.name)}": status})
+
+    return note
 
 
 # -- 1. the contract ----------------------------------------------------------------------------
@@ -141,7 +163,12 @@ def move(run: StepRun, target: TargetCatalog, loaded_before: set[str]) -> Result
     try:
         with ThreadPoolExecutor(max_workers=run.settings.workers, thread_name_prefix=f"{run.pair.name}-table") as pool:
             yield from prepare_tables(run, pool)
+            run.note(
+                "in_progress",
+                f"exported {len(run.chosen.having('csv'))}, staged {len(run.chosen.having('staged'))} tables",
+            )
             inputs, loaded = load_stage(run, target, loaded_before)
+            run.note("in_progress", f"loaded {len(loaded)} tables in one transaction")
             evaluated = run_checks(pool, run)
         for name in run.chosen.report_order(loaded, evaluated):
             if name in loaded:

@@ -12,6 +12,7 @@ import dagster as dg
 
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.operations.verified import VERIFICATION
+from alkemio_assets.stages.run_log import RunEvent, read_events, record, run_log_path
 
 REPORT_KEY = dg.AssetKey(["migration", "report"])
 
@@ -102,7 +103,21 @@ def failed_errors(databases: dict) -> list[str]:
     return failed
 
 
-def render(databases: dict, run: str, seed_names: Mapping[str, Mapping[str, str]] | None = None) -> str:
+def events_table(events: list[RunEvent]) -> list[str]:
+    """The run log's events of the run, as a Markdown table."""
+    rows = [
+        f"| {e.timestamp} | {e.status} | {e.database or ''} | {e.message.splitlines()[0] if e.message else ''} |"
+        for e in events
+    ]
+    return ["| UTC | status | database | message |", "|---|---|---|---|", *rows]
+
+
+def render(
+    databases: dict,
+    run: str,
+    seed_names: Mapping[str, Mapping[str, str]] | None = None,
+    events: list[RunEvent] | None = None,
+) -> str:
     lines = [f"# Migration report, run {run}", "", f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", ""]
     for name, db in databases.items():
         lines += [
@@ -140,6 +155,8 @@ def render(databases: dict, run: str, seed_names: Mapping[str, Mapping[str, str]
             ),
             "",
         ]
+    if events:
+        lines += ["## Run log", "", *events_table(events), ""]
     lines += ["## Manual checklist (the seed's items no machine decides here)", ""]
     for group, items in MANUAL_CHECKLIST.items():
         lines += [f"**{group}**", ""] + [f"- [ ] {item}" for item in items] + [""]
@@ -158,16 +175,22 @@ def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDe
         """Gather the run's checks into the migration report; refuse a run whose ERROR checks failed."""
         folder = report_folder(settings, context.run.run_id)
         databases = gather(folder)
+        log = run_log_path(settings)
+        failed = failed_errors(databases)
+        if failed:
+            record(log, "failed", f"ERROR checks failed, cut-over blocked: {', '.join(failed)}", folder.name)
+        else:
+            record(log, "completed", f"every ERROR check passed: {', '.join(databases)}", folder.name)
+        events = read_events(log, folder.name)  # the reported run's
         (folder / "report.json").write_text(json.dumps(databases, indent=1, sort_keys=True) + "\n")
         seeds = {pair.name: pair.seed_names() for pair in settings.pairs}
-        (folder / "report.md").write_text(render(databases, folder.name, seeds))
-        if failed := failed_errors(databases):
-            raise dg.Failure(
-                f"ERROR checks failed, cut-over blocked: {failed}",
-                metadata={"report": dg.MetadataValue.path(str(folder / "report.md"))},
-            )
-        return dg.MaterializeResult(
-            metadata={"report": dg.MetadataValue.path(str(folder / "report.md")), "databases": len(databases)}
-        )
+        (folder / "report.md").write_text(render(databases, folder.name, seeds, events))
+        metadata = {
+            "report": dg.MetadataValue.path(str(folder / "report.md")),
+            "run_log": dg.MetadataValue.md("\n".join(events_table(events))),
+        }
+        if failed:
+            raise dg.Failure(f"ERROR checks failed, cut-over blocked: {failed}", metadata=metadata)
+        return dg.MaterializeResult(metadata={**metadata, "databases": len(databases)})
 
     return report

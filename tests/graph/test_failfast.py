@@ -15,6 +15,7 @@ from conftest import failure_message, migration_settings, run_job, target_state
 
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.stages.manifest import MANIFEST
+from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
 
 pytestmark = pytest.mark.e2e
@@ -207,6 +208,12 @@ def test_an_orphan_is_found_in_the_staged_files_before_anything_is_written(bad, 
     body = json.loads(manifest.read_text())
     assert body["outcome"] == "failed" and "OrphanRowsError" in body["error"]
     assert "loaded_rows" not in body["tables"]["good"], "the load never started"
+    # the run log has the failure, and the run's tag says it
+    events = read_events(run_log_path(settings), result.run_id)
+    assert [e.status for e in events] == ["started", "in_progress", "failed"]
+    assert events[-1].database == "bad" and "OrphanRowsError" in events[-1].message
+    assert "orphan_child.parent_id -> orphan_parent(id)" in events[-1].message
+    assert instance.get_run_by_id(result.run_id).tags["alkemio/bad"] == "failed"
 
 
 def test_a_table_alone_is_checked_against_the_parents_already_on_the_target(bad, instance, postgres):
