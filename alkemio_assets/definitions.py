@@ -13,6 +13,7 @@ from alkemio_assets.catalog.snapshot import read_snapshot
 from alkemio_assets.core.settings import DatabasePair, Settings, SettingsError, load_settings
 from alkemio_assets.graph.factory import build_pair_definitions
 from alkemio_assets.operations.cutover import CUTOVER_KEY, cutover_asset
+from alkemio_assets.operations.preflight import PREFLIGHT_KEY, preflight_asset
 from alkemio_assets.operations.report import REPORT_KEY, report_asset
 from alkemio_assets.operations.verified import verified_asset, verified_key
 from resources import MySQLResource, PostgresResource
@@ -43,19 +44,25 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 
 def build_jobs(pairs: dict[str, dg.Definitions], with_report: bool) -> list[dg.UnresolvedAssetJobDefinition]:
-    """refresh_catalog, migrate_NAME per pair (tables and their verification), migrate_all."""
+    """preflight, refresh_catalog, migrate_NAME per pair (tables and their verification), migrate_all;
+    every migrate job starts with the preflight, which holds back the tables when it fails."""
     keys = {
         name: [k for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys]
         for name, d in pairs.items()
     }
     jobs = [
         dg.define_asset_job(
+            "preflight",
+            selection=dg.AssetSelection.assets(PREFLIGHT_KEY),
+            description="Both servers, their versions, grants and extensions, and disk: before anything moves.",
+        ),
+        dg.define_asset_job(
             "refresh_catalog",
             selection=dg.AssetSelection.assets(
                 *(k for ks in keys.values() for k in ks if k.path[-1] == "source_catalog")
             ),
             description="Re-read both schemas of every database pair into the catalog snapshots (and check the contract).",
-        )
+        ),
     ]
     moving = {name: [k for k in ks if k.path[-1] != "source_catalog"] for name, ks in keys.items()}
     for name, ks in moving.items():
@@ -63,7 +70,7 @@ def build_jobs(pairs: dict[str, dg.Definitions], with_report: bool) -> list[dg.U
             jobs.append(
                 dg.define_asset_job(
                     f"migrate_{name}",
-                    selection=dg.AssetSelection.assets(*ks),
+                    selection=dg.AssetSelection.assets(PREFLIGHT_KEY, *ks),
                     description=f"Export, stage, load and verify every table of {name}.",
                     tags={"alkemio/target": name},
                 )
@@ -73,7 +80,7 @@ def build_jobs(pairs: dict[str, dg.Definitions], with_report: bool) -> list[dg.U
         jobs.append(
             dg.define_asset_job(
                 "migrate_all",
-                selection=dg.AssetSelection.assets(*everything),
+                selection=dg.AssetSelection.assets(PREFLIGHT_KEY, *everything),
                 description="Every table of every database pair, the checks, the report and the cut-over settings.",
             )
         )
@@ -116,7 +123,7 @@ def executor(name: str | None = None) -> dg.ExecutorDefinition:
 def pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
     """A database pair's catalog asset, and once its snapshot exists, its tables and `DB/verified`."""
     snapshot = read_snapshot(pair.name, settings.catalog_dir)
-    tables = build_pair_definitions(pair, settings, snapshot)
+    tables = build_pair_definitions(pair, settings, snapshot, after=[PREFLIGHT_KEY])
     if snapshot is None:
         return tables
     loaded = [
@@ -136,6 +143,7 @@ def build_definitions(settings: Settings | None = None, engine: str | None = Non
         else dg.Definitions()
     )
     return dg.Definitions.merge(
+        dg.Definitions(assets=[preflight_asset(settings)]),
         *pairs.values(),
         report,
         dg.Definitions(

@@ -10,7 +10,7 @@ tables into that many steps of about equal size; the assets and the lineage stay
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -24,8 +24,11 @@ from alkemio_assets.graph.step import run_pair
 from resources import MySQLResource, PostgresResource
 
 
-def build_pair_definitions(pair: DatabasePair, settings: Settings, snapshot: Snapshot | None) -> dg.Definitions:
-    """The catalog asset, and once a snapshot exists, the table assets in their steps."""
+def build_pair_definitions(
+    pair: DatabasePair, settings: Settings, snapshot: Snapshot | None, after: Sequence[dg.AssetKey] = ()
+) -> dg.Definitions:
+    """The catalog asset, and once a snapshot exists, the table assets in their steps; every export
+    comes `after` the given assets (the preflight) when a run has them."""
     catalog = catalog_asset(pair, settings.catalog_dir)
     if snapshot is None:
         return dg.Definitions(assets=[catalog])
@@ -35,7 +38,7 @@ def build_pair_definitions(pair: DatabasePair, settings: Settings, snapshot: Sna
         # Still show the graph; a run re-plans against the live schemas and stops on this.
         warnings.warn(f"{pair.name}: {exc}", stacklevel=2)
         plans = None
-    specs = get_asset_specs(pair, snapshot, plans)
+    specs = get_asset_specs(pair, snapshot, plans, after)
     tables = [t.name for t in snapshot.source.tables if t.name not in pair.exclude]
     shards = shard_tables(tables, snapshot.sizes, settings.shards)
     steps = []

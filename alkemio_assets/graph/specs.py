@@ -3,7 +3,7 @@ its foreign keys, and the table checks on each loaded table."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -22,8 +22,11 @@ def _broken_description(edges: list[Edge]) -> str:
     return f" Foreign keys left out of the lineage (self reference or cycle, loaded all the same): {listed}."
 
 
-def get_asset_specs(pair: DatabasePair, snapshot: Snapshot, plans: dict[str, TablePlan] | None) -> list[dg.AssetSpec]:
-    """The translator: every table of the snapshot, minus exclusions, as three specs."""
+def get_asset_specs(
+    pair: DatabasePair, snapshot: Snapshot, plans: dict[str, TablePlan] | None, after: Sequence[dg.AssetKey] = ()
+) -> list[dg.AssetSpec]:
+    """The translator: every table of the snapshot, minus exclusions, as three specs; each export
+    after the catalog and the assets `after` names."""
     tables = [t for t in snapshot.source.tables if t.name not in pair.exclude]
     assets = table_assets(pair, tables)
     order = load_order(tables)
@@ -37,7 +40,7 @@ def get_asset_specs(pair: DatabasePair, snapshot: Snapshot, plans: dict[str, Tab
         specs += [
             dg.AssetSpec(
                 keys["csv"],
-                deps=[catalog_key(pair)],
+                deps=[catalog_key(pair), *after],
                 group_name=pair.name,
                 kinds=STAGE_KINDS["csv"],
                 code_version=version,

@@ -177,7 +177,7 @@ def load_tables(
     by raising: then, as on any error, nothing is committed."""
     results = {}
     with connection.transaction(), connection.cursor() as cur:
-        _bypass_foreign_keys(cur)
+        bypass_foreign_keys(cur)
         for plan in plans:
             started = time.time()
             loaded = load_into(
@@ -217,7 +217,7 @@ class LoadPermissionError(RuntimeError):
     """The target user may not bypass foreign-key triggers for the load."""
 
 
-def _bypass_foreign_keys(cur: Any) -> None:
+def bypass_foreign_keys(cur: Any) -> None:
     try:
         with cur.connection.transaction():
             cur.execute("SET LOCAL session_replication_role = replica")

@@ -79,6 +79,7 @@ def test_lineage_mirrors_the_foreign_keys(fixture_defs):
         "alkemio/postgres/agent",
         "alkemio/postgres/storage_aggregator",
     }
+    assert parents("alkemio/csv/user") == {"alkemio/source_catalog", "migration/preflight"}  # exports come after both
     aggregator = graph.get(dg.AssetKey.from_user_string("alkemio/postgres/storage_aggregator"))
     assert "alkemio/postgres/storage_bucket" not in {k.to_user_string() for k in aggregator.parent_keys}
     assert "storage_aggregator(directStorageId) -> storage_bucket" in aggregator.description
@@ -154,8 +155,8 @@ def test_a_hundred_and_fifty_tables_build_offline(tmp_path: Path):
         settings, catalog_dir=tmp_path / "catalog", pairs=(replace(settings.pair("alkemio"), overrides={}),)
     )
     defs = build_definitions(settings)
-    # catalog, three per table, verified, report, cut-over
-    assert len(defs.resolve_asset_graph().get_all_asset_keys()) == 1 + 3 * 150 + 1 + 2
+    # catalog, three per table, verified, preflight, report, cut-over
+    assert len(defs.resolve_asset_graph().get_all_asset_keys()) == 1 + 3 * 150 + 1 + 3
 
 
 def test_code_version_follows_the_columns():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from alkemio_assets.stages.load import LoadPermissionError, _bypass_foreign_keys
+from alkemio_assets.stages.load import LoadPermissionError, bypass_foreign_keys
 from resources import PostgresResource
 
 pytestmark = pytest.mark.e2e
@@ -22,14 +22,14 @@ def test_the_missing_grant_names_the_user_it_means(postgres: PostgresResource, u
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
         loader = PostgresResource(host=postgres.host, port=postgres.port, user=role, password=postgres.password)
         with loader.connect(unique_name) as conn, conn.cursor() as cur, pytest.raises(LoadPermissionError) as raised:
-            _bypass_foreign_keys(cur)
+            bypass_foreign_keys(cur)
         message = str(raised.value)
         assert f"the target user '{role}' may not" in message
         assert f'GRANT SET ON PARAMETER session_replication_role TO "{role}"' in message
         with postgres.connect(autocommit=True) as conn:
             conn.execute(sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}").format(sql.Identifier(role)))
         with loader.connect(unique_name) as conn, conn.cursor() as cur, conn.transaction():
-            _bypass_foreign_keys(cur)  # granted: no error
+            bypass_foreign_keys(cur)  # granted: no error
     finally:
         postgres.drop_database(unique_name)
         with postgres.connect(autocommit=True) as conn:
