@@ -77,11 +77,16 @@ def run_pair(
 
 
 def run_events(context: dg.AssetExecutionContext, settings: Settings, pair: DatabasePair) -> Note:
-    """How the step records its events: in the run log, and as the run's tag `alkemio/DB`."""
+    """How the step records its events: in the run log, and as the run's tag `alkemio/DB`. A log
+    that cannot be written (a full disk) is said in the step's output and never replaces the
+    step's own outcome or error; the manifest stays the record of what moved."""
     path = run_log_path(settings)
 
     def note(status: Status, message: str) -> None:
-        record(path, status, f"{pair.name}: {message}", context.run.run_id, pair.name)
+        try:
+            record(path, status, f"{pair.name}: {message}", context.run.run_id, pair.name)
+        except OSError as exc:
+            context.log.error(f"the run log {path} could not be written ({status}): {exc}")
         context.instance.add_run_tags(context.run.run_id, {f"alkemio/{key_part(pair.name)}": status})
 
     return note

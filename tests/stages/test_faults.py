@@ -323,6 +323,19 @@ def test_a_full_disk_is_named_and_leaves_no_partial_file(faults, instance, postg
     _completes(settings, instance, postgres, database)
 
 
+
+def test_a_run_log_that_cannot_be_written_is_said_and_moves_nothing_less(faults, instance, postgres):
+    """The run log is evidence, not the migration: when it cannot be written the step says so in
+    its output and the migration goes on; the manifest still records what moved."""
+    settings, database = faults
+    (settings.workdir / "runs" / "migration_log.jsonl").mkdir(parents=True)  # a folder where the file goes
+    result = _migrate(settings, instance)
+    assert result.success, failure_message(result)
+    said = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("the run log" in m and "could not be written (started)" in m for m in said)
+    assert _rows(postgres, database) == {"parent": 100, "child": ROWS}
+    assert instance.get_run_by_id(result.run_id).tags["alkemio/faults"] == "completed"
+
 KILLED_STEP = """
 import json, sys
 from pathlib import Path
