@@ -137,8 +137,16 @@ def build_definitions(settings: Settings | None = None, engine: str | None = Non
     pairs = {pair.name: pair_definitions(pair, settings) for pair in settings.pairs}
     keys = {k for d in pairs.values() for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
     verified = [verified_key(p) for p in settings.pairs if verified_key(p) in keys]
+    gates = [
+        spec.key
+        for d in pairs.values()
+        for a in d.assets or []
+        if isinstance(a, dg.AssetsDefinition)
+        for spec in a.check_specs
+        if spec.blocking  # the ERROR checks
+    ]
     report = (
-        dg.Definitions(assets=[report_asset(settings, verified), cutover_asset(settings)])
+        dg.Definitions(assets=[report_asset(settings, verified), cutover_asset(settings, gates)])
         if verified
         else dg.Definitions()
     )

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import dagster as dg
 import pytest
-from conftest import failed_error_checks, materialize_all, migration_settings, run_job
+from conftest import failed_error_checks, failure_message, materialize_all, migration_settings, run_job
 from fidelity import compare_table
 from psycopg import sql
 
@@ -260,3 +260,19 @@ def test_the_run_log_records_each_step_and_the_verdict(migrated, instance: dg.Da
     assert verdict.status == "completed" and verdict.database is None and "every ERROR check passed" in verdict.message
     report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
     assert "## Run log" in report and "| completed | alkemio |" in report
+
+
+def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
+    migrated, instance: dg.DagsterInstance, source_databases, target_databases, tmp_path
+):
+    settings, _, _ = migrated
+    alone = run_job(settings, instance, "migrate_all", ["migration/cutover"])
+    assert alone.success, failure_message(alone)
+    # a graph whose checks never ran: every ERROR check is missing, none is taken for passed
+    fresh = migration_settings(source_databases, str(tmp_path / "fresh"))
+    with dg.DagsterInstance.ephemeral() as other:
+        assert run_job(fresh, other, "refresh_catalog").success
+        refused = run_job(fresh, other, "migrate_all", ["migration/cutover"])
+    assert not refused.success
+    message = failure_message(refused)
+    assert "cut-over refused" in message and "never evaluated" in message and " more" in message

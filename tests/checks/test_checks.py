@@ -8,7 +8,7 @@ import uuid
 
 import dagster as dg
 import pytest
-from conftest import failed_error_checks, materialize_all  # noqa: F401  (fixture helpers)
+from conftest import failed_error_checks, failure_message, materialize_all, run_job  # noqa: F401  (fixture helpers)
 
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.definitions import build_definitions
@@ -295,6 +295,12 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "alkemio/postgres/user" in materialized
     assert "migration/report" not in materialized and "migration/cutover" not in materialized
+    # materialized alone, as from the UI, the cut-over reads the checks itself and refuses
+    alone = run_job(settings, instance, "migrate_all", ["migration/cutover"])
+    assert not alone.success
+    message = failure_message(alone)
+    assert "cut-over refused, 1 of" in message and "alkemio/verified:cross_database_references: failed in run" in message
+    assert not list((settings.workdir / "runs").rglob("cutover.env"))
 
 
 @pytest.mark.parametrize(
