@@ -17,6 +17,7 @@ from alkemio_assets.catalog.contract import plan_database
 from alkemio_assets.catalog.source import read_mysql_catalog
 from alkemio_assets.catalog.target import read_pg_catalog
 from alkemio_assets.core.settings import Settings
+from alkemio_assets.definitions import build_definitions
 from alkemio_assets.stages.manifest import MANIFEST
 from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
@@ -268,6 +269,14 @@ def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
     settings, _, _ = migrated
     alone = run_job(settings, instance, "migrate_all", ["migration/cutover"])
     assert alone.success, failure_message(alone)
+    # a table loaded again without its checks: what they judged is gone, so is the permission
+    tagset = dg.AssetKey.from_user_string("alkemio/postgres/tagset")
+    job = build_definitions(settings).resolve_job_def("migrate_alkemio")
+    job.get_subset(asset_selection={tagset}, asset_check_selection=set()).execute_in_process(instance=instance)
+    stale = run_job(settings, instance, "migrate_all", ["migration/cutover"])
+    assert not stale.success
+    assert "alkemio/postgres/tagset:row_count: evaluated in run" in failure_message(stale)
+    assert "before the asset was materialized again" in failure_message(stale)
     # a graph whose checks never ran: every ERROR check is missing, none is taken for passed
     fresh = migration_settings(source_databases, str(tmp_path / "fresh"))
     with dg.DagsterInstance.ephemeral() as other:
