@@ -71,6 +71,8 @@ def gather(folder: Path) -> dict:
         verification = manifest_path.parent / VERIFICATION
         databases[manifest["database"]] = {
             "outcome": manifest["outcome"],
+            "started_at": manifest.get("started_at"),
+            "finished_at": manifest.get("finished_at"),
             "versions": manifest.get("versions"),
             "source": manifest["source"],
             "target": manifest["target"],
@@ -103,6 +105,26 @@ def failed_errors(databases: dict) -> list[str]:
     return failed
 
 
+WINDOW_MINUTES = 30  # the seed's target for hard downtime
+
+
+def verdict(databases: dict) -> list[str]:
+    """The report's first lines: may the cut-over go, and the time the migration took against
+    the maintenance window (first step's start to last step's end)."""
+    failed = failed_errors(databases)
+    lines = [
+        f"**Verdict: ERROR checks failed, cut-over blocked** ({', '.join(failed)})."
+        if failed
+        else "**Verdict: every ERROR check passed; the cut-over may go** (after the manual checklist below)."
+    ]
+    starts = [datetime.fromisoformat(db["started_at"]) for db in databases.values() if db.get("started_at")]
+    ends = [datetime.fromisoformat(db["finished_at"]) for db in databases.values() if db.get("finished_at")]
+    if starts and ends:
+        minutes = (max(ends) - min(starts)).total_seconds() / 60
+        lines.append(f"Migration time: {minutes:.1f} minutes of the {WINDOW_MINUTES}-minute window.")
+    return lines
+
+
 def events_table(events: list[RunEvent]) -> list[str]:
     """The run log's events of the run, as a Markdown table."""
     rows = [
@@ -119,6 +141,7 @@ def render(
     events: list[RunEvent] | None = None,
 ) -> str:
     lines = [f"# Migration report, run {run}", "", f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", ""]
+    lines += [*verdict(databases), ""]
     for name, db in databases.items():
         lines += [
             f"## {name}",

@@ -10,11 +10,20 @@ from alkemio_assets.operations.report import MANUAL_CHECKLIST, failed_errors, ga
 from alkemio_assets.operations.verified import VERIFICATION
 
 
-def _database(folder: Path, name: str, checks: dict, database_checks: dict) -> None:
+def _database(
+    folder: Path,
+    name: str,
+    checks: dict,
+    database_checks: dict,
+    started: str = "2026-12-02T10:00:00.000+00:00",
+    finished: str = "2026-12-02T10:07:30.000+00:00",
+) -> None:
     (folder / name).mkdir(parents=True)
     manifest = {
         "database": name,
         "outcome": "succeeded",
+        "started_at": started,
+        "finished_at": finished,
         "versions": None,
         "source": f"mysql/{name}",
         "target": f"postgres/{name}",
@@ -44,6 +53,16 @@ def test_a_failed_error_check_is_named_and_a_failed_warning_is_not(tmp_path: Pat
 
     text = render(databases, "run-1")
     assert text.startswith("# Migration report, run run-1")
+    assert "**Verdict: ERROR checks failed, cut-over blocked** (kratos.user: content_fingerprint" in text
     assert "| user | 3 | 3 | loaded | indexes (WARN) |" in text
     assert "kratos_network FAILED (ERROR)" in text
     assert all(f"- [ ] {item}" in text for items in MANUAL_CHECKLIST.values() for item in items)
+
+
+def test_the_verdict_and_the_time_against_the_window(tmp_path: Path):
+    passed = {"row_count": {"passed": True, "severity": "ERROR"}}
+    _database(tmp_path, "alkemio", passed, {}, finished="2026-12-02T10:12:00.000+00:00")
+    _database(tmp_path, "kratos", passed, {}, started="2026-12-02T10:00:30.000+00:00")
+    text = render(gather(tmp_path), "run-2")
+    assert "**Verdict: every ERROR check passed; the cut-over may go**" in text
+    assert "Migration time: 12.0 minutes of the 30-minute window." in text  # first start to last end
