@@ -15,6 +15,7 @@ from alkemio_assets.graph.factory import build_pair_definitions
 from alkemio_assets.operations.cutover import CUTOVER_KEY, cutover_asset
 from alkemio_assets.operations.preflight import PREFLIGHT_KEY, preflight_asset
 from alkemio_assets.operations.report import REPORT_KEY, report_asset
+from alkemio_assets.operations.rollback import rollback_job
 from alkemio_assets.operations.verified import verified_asset, verified_key
 from resources import MySQLResource, PostgresResource
 
@@ -155,7 +156,9 @@ def build_definitions(settings: Settings | None = None, engine: str | None = Non
         *pairs.values(),
         report,
         dg.Definitions(
-            resources=build_resources(settings), jobs=build_jobs(pairs, bool(verified)), executor=executor(engine)
+            resources=build_resources(settings),
+            jobs=[*build_jobs(pairs, bool(verified)), rollback_job(settings)],
+            executor=executor(engine),
         ),
     )
 

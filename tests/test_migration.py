@@ -285,3 +285,24 @@ def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
     assert not refused.success
     message = failure_message(refused)
     assert "cut-over refused" in message and "never evaluated" in message and " more" in message
+
+
+def test_rollback_proves_mysql_intact_and_sees_a_changed_row(migrated, mysql: MySQLResource, instance):
+    settings, databases, result = migrated
+    defs = build_definitions(settings)
+    proved = defs.resolve_job_def("rollback").execute_in_process(instance=instance, raise_on_error=False)
+    assert proved.success, failure_message(proved)
+    event = read_events(run_log_path(settings), result.run_id)[-1]
+    assert event.status == "rolled_back" and event.message.startswith("MySQL intact: ")
+    assert f"as run {result.run_id} exported them" in event.message
+
+    with mysql.connect(databases["alkemio"]) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE tagset SET version = version + 1 ORDER BY id LIMIT 1")
+    changed = defs.resolve_job_def("rollback").execute_in_process(instance=instance, raise_on_error=False)
+    assert not changed.success
+    message = failure_message(changed)
+    assert (
+        f"MySQL is not as run {result.run_id} exported it: alkemio.tagset changed on MySQL since the export" in message
+    )
+    assert "kratos." not in message  # only the changed table is named
+    assert read_events(run_log_path(settings), result.run_id)[-1].status == "failed"
