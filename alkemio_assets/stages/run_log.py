@@ -3,9 +3,10 @@ run folders, as the seed's `log_migration_run.sh` kept `migration_log.json` (sta
 timestamp, host, user), and with the run and the database it belongs to.
 
 The step writes `started`, `in_progress` after each phase, then `completed` or `failed`; the
-report writes the run's verdict; `rolled_back` comes from the operator (or, later, the rollback
-job): `.venv/bin/python -m alkemio_assets.stages.run_log rolled_back "MESSAGE"`. Several steps
-append at once: each event is one write of one line to a file opened for appending.
+report writes the run's verdict, a refused cut-over `failed`, the rollback job `rolled_back`;
+an operator's own event comes from `.venv/bin/python -m alkemio_assets.stages.run_log STATUS
+"MESSAGE"`. Several steps append at once: each event is one write of one line to a file opened
+for appending.
 """
 
 from __future__ import annotations
