@@ -61,7 +61,10 @@ _SHA2 = re.compile(r"caching_sha2|sha256_password|RSA public key|secure connecti
 POSTGRES_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"password authentication failed"), "wrong password for {user}: check DATABASE_PASSWORD"),
     (re.compile(r'role "[^"]*" does not exist'), "no role {user} on PostgreSQL: check DATABASE_USERNAME"),
-    (re.compile(r'database "[^"]*" does not exist'), "database {database} does not exist on PostgreSQL"),
+    (
+        re.compile(r'database "[^"]*" does not exist'),
+        "database {database} does not exist on PostgreSQL: create it (runbook step 1), or check {name}_DATABASE_NAME",
+    ),
     (
         re.compile(r"no pg_hba.conf entry|SSL .*required|requires SSL", re.I),
         "the server refuses {user} without TLS (pg_hba.conf): set sslmode",
@@ -88,9 +91,11 @@ def explain_mysql(exc: pymysql.MySQLError, **where: str) -> str:
 
 
 def explain_postgres(exc: psycopg.Error, **where: str) -> str:
+    """The operator's reading of a PostgreSQL error, with the server's (or libpq's) own words."""
     text = str(exc).strip()
+    said = text.splitlines()[-1].split("FATAL:")[-1].strip() if text else type(exc).__name__
     meaning = next((m for pattern, m in POSTGRES_ERRORS if pattern.search(text)), "PostgreSQL refused: {error}")
-    return meaning.format(**where, error=text.splitlines()[-1]) + f" (PostgreSQL: {text.splitlines()[-1].strip()})"
+    return meaning.format(**where, error=said) + f" (PostgreSQL: {said})"
 
 
 def postgres_version(version_num: int) -> Finding:
@@ -179,7 +184,7 @@ def target_findings(settings: Settings, postgres: PostgresResource) -> list[Find
                                 )
                             )
         except psycopg.Error as exc:
-            where = {"user": user, "server": server, "database": pair.target_database}
+            where = {"user": user, "server": server, "database": pair.target_database, "name": pair.name.upper()}
             found.append(Finding(item, False, explain_postgres(exc, **where)))
             continue
         except LoadPermissionError as exc:

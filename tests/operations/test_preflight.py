@@ -62,7 +62,10 @@ def test_a_wrong_password_and_unknown_databases_are_named(mysql: MySQLResource, 
     by_item = {f.item: f for f in preflight(settings, mysql, postgres)}
     assert by_item["MySQL nowhere_a"].message.startswith("database nowhere_a does not exist on MySQL")
     assert "check ALKEMIO_MYSQL_DATABASE" in by_item["MySQL nowhere_a"].message
-    assert by_item["PostgreSQL nowhere_k"].message.startswith("database nowhere_k does not exist on PostgreSQL")
+    assert by_item["PostgreSQL nowhere_k"].message == (
+        "database nowhere_k does not exist on PostgreSQL: create it (runbook step 1), or check KRATOS_DATABASE_NAME"
+        ' (PostgreSQL: database "nowhere_k" does not exist)'
+    )
     assert all(f.blocks for name, f in by_item.items() if "nowhere" in name)
 
     wrong = MySQLResource(host=mysql.host, port=mysql.port, user=mysql.user, password="not-the-password")
