@@ -44,13 +44,14 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def assets_of(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
+    return [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+
+
 def build_jobs(pairs: dict[str, dg.Definitions], with_report: bool) -> list[dg.UnresolvedAssetJobDefinition]:
     """preflight, refresh_catalog, migrate_NAME per pair (tables and their verification), migrate_all;
     every migrate job starts with the preflight, which holds back the tables when it fails."""
-    keys = {
-        name: [k for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys]
-        for name, d in pairs.items()
-    }
+    keys = {name: [k for a in assets_of(d) for k in a.keys] for name, d in pairs.items()}
     jobs = [
         dg.define_asset_job(
             "preflight",
@@ -127,25 +128,17 @@ def pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
     tables = build_pair_definitions(pair, settings, snapshot, after=[PREFLIGHT_KEY])
     if snapshot is None:
         return tables
-    loaded = [
-        k for a in tables.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys if k.path[1] == "postgres"
-    ]
+    loaded = [k for a in assets_of(tables) for k in a.keys if k.path[1] == "postgres"]
     return dg.Definitions.merge(tables, dg.Definitions(assets=[verified_asset(pair, settings, loaded, snapshot)]))
 
 
 def build_definitions(settings: Settings | None = None, engine: str | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     pairs = {pair.name: pair_definitions(pair, settings) for pair in settings.pairs}
-    keys = {k for d in pairs.values() for a in d.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
+    keys = {k for d in pairs.values() for a in assets_of(d) for k in a.keys}
     verified = [verified_key(p) for p in settings.pairs if verified_key(p) in keys]
-    gates = [
-        spec.key
-        for d in pairs.values()
-        for a in d.assets or []
-        if isinstance(a, dg.AssetsDefinition)
-        for spec in a.check_specs
-        if spec.blocking  # the ERROR checks
-    ]
+    # the ERROR checks (blocking): what the cut-over reads before it goes
+    gates = [spec.key for d in pairs.values() for a in assets_of(d) for spec in a.check_specs if spec.blocking]
     report = (
         dg.Definitions(assets=[report_asset(settings, verified), cutover_asset(settings, gates)])
         if verified

@@ -17,8 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from alkemio_assets.catalog.contract import plan_database
-from alkemio_assets.catalog.source import read_mysql_catalog
-from alkemio_assets.catalog.target import read_pg_catalog
+from alkemio_assets.catalog.live import live_catalogs
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.stages.export import export
 from alkemio_assets.stages.manifest import MANIFEST
@@ -81,11 +80,7 @@ def prove_intact(
         if not path.exists():
             continue
         recorded = {n: t for n, t in json.loads(path.read_text(encoding="utf-8"))["tables"].items() if "sha256" in t}
-        with mysql.connect() as conn:
-            source = read_mysql_catalog(conn, pair.source_database)
-        with postgres.connect(pair.target_database) as conn:
-            target = read_pg_catalog(conn, pair.target_database)
-        plans = plan_database(pair, source, target, only=set(recorded))
+        plans = plan_database(pair, *live_catalogs(pair, mysql, postgres), only=set(recorded))
         with tempfile.TemporaryDirectory(dir=settings.workdir) as scratch:
             for name in sorted(recorded):
                 again, _ = export(mysql, pair.source_database, plans[name], Path(scratch) / f"{name}.csv", 1)
@@ -100,7 +95,10 @@ class RollbackConfig(dg.Config):
 
 
 def rollback_job(settings: Settings) -> dg.JobDefinition:
-    @dg.op(name="prove_mysql_intact", description="Prove MySQL still holds what the migration exported; record rolled_back.")
+    @dg.op(
+        name="prove_mysql_intact",
+        description="Prove MySQL still holds what the migration exported; record rolled_back.",
+    )
     def rollback(
         context: dg.OpExecutionContext, config: RollbackConfig, mysql: MySQLResource, postgres: PostgresResource
     ) -> None:

@@ -15,9 +15,9 @@ import pytest
 from conftest import migration_settings
 
 from alkemio_assets.catalog.contract import plan_database
+from alkemio_assets.catalog.live import live_catalogs
 from alkemio_assets.catalog.snapshot import Snapshot
-from alkemio_assets.catalog.source import read_mysql_catalog
-from alkemio_assets.catalog.target import TargetCatalog, read_pg_catalog
+from alkemio_assets.catalog.target import TargetCatalog
 from alkemio_assets.core.errors import OrphanRowsError
 from alkemio_assets.core.settings import DatabasePair
 from alkemio_assets.graph.keys import table_assets
@@ -57,10 +57,7 @@ def moving(mysql: MySQLResource, postgres: PostgresResource, unique_name: str, t
         mysql.execute_script(db, MYSQL)
         postgres.execute_script(db, POSTGRES)
         pair = DatabasePair("db", db, db)
-        with mysql.connect() as conn:
-            source = read_mysql_catalog(conn, db)
-        with postgres.connect(db) as conn:
-            target = read_pg_catalog(conn, db)
+        source, target = live_catalogs(pair, mysql, postgres)
         settings = migration_settings({}, str(tmp_path))
         settings = replace(settings, pairs=(pair,))
         snapshot = Snapshot(source, target, datetime.now(UTC), "test")
