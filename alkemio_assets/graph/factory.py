@@ -10,11 +10,12 @@ tables into that many steps of about equal size; the assets and the lineage stay
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import dagster as dg
 
 from alkemio_assets.catalog.contract import ContractError, TablePlan, plan_database
+from alkemio_assets.catalog.lineage import load_order
 from alkemio_assets.catalog.snapshot import Snapshot
 from alkemio_assets.core.settings import DatabasePair, Settings
 from alkemio_assets.graph.catalog_asset import catalog_asset
@@ -39,8 +40,9 @@ def build_pair_definitions(
         warnings.warn(f"{pair.name}: {exc}", stacklevel=2)
         plans = None
     specs = get_asset_specs(pair, snapshot, plans, after)
-    tables = [t.name for t in snapshot.source.tables if t.name not in pair.exclude]
-    shards = shard_tables(tables, snapshot.sizes, settings.shards)
+    specs_of = [t for t in snapshot.source.tables if t.name not in pair.exclude]
+    cycles = [(e.table, e.ref_table) for e in load_order(specs_of).broken_cycle_edges]
+    shards = shard_tables([t.name for t in specs_of], snapshot.sizes, settings.shards, cycles)
     steps = []
     for i, shard in enumerate(shards):
         parts = {key_part(table) for table in shard}  # a spec's key is [database, stage, part]
@@ -49,14 +51,35 @@ def build_pair_definitions(
     return dg.Definitions(assets=[catalog, *steps])
 
 
-def shard_tables(tables: list[str], sizes: Mapping[str, int], shards: int) -> list[list[str]]:
+def shard_tables(
+    tables: list[str], sizes: Mapping[str, int], shards: int, together: Iterable[tuple[str, str]] = ()
+) -> list[list[str]]:
     """Tables in at most `shards` groups of about equal source bytes: largest first into the
-    lightest group (then the one with fewest tables), each group in the catalog's table order."""
-    groups: list[tuple[int, int, list[str]]] = [(0, 0, []) for _ in range(max(1, min(shards, len(tables))))]
-    for name in sorted(tables, key=lambda t: (-sizes.get(t, 0), t)):
+    lightest group (then the one with fewest tables), each group in the catalog's table order.
+    Tables named `together` (a foreign key the lineage leaves out, a cycle's edge) share a group:
+    no step order proves such a key across steps, the staged files of one step do."""
+    unit = {t: t for t in tables}
+
+    def root(name: str) -> str:
+        while unit[name] != name:
+            name = unit[name]
+        return name
+
+    for a, b in together:
+        if a in unit and b in unit:
+            unit[root(a)] = root(b)
+    units: dict[str, list[str]] = {}
+    for name in tables:
+        units.setdefault(root(name), []).append(name)
+
+    def size(members: list[str]) -> int:
+        return sum(sizes.get(m, 0) for m in members)
+
+    groups: list[tuple[int, int, list[str]]] = [(0, 0, []) for _ in range(max(1, min(shards, len(units))))]
+    for members in sorted(units.values(), key=lambda u: (-size(u), u[0])):
         i = min(range(len(groups)), key=lambda g: groups[g][:2])
-        size, count, members = groups[i]
-        groups[i] = (size + sizes.get(name, 0), count + 1, [*members, name])
+        total, count, placed = groups[i]
+        groups[i] = (total + size(members), count + len(members), [*placed, *members])
     position = {t: i for i, t in enumerate(tables)}
     return [sorted(members, key=position.__getitem__) for _, _, members in groups]
 
