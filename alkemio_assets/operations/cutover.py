@@ -49,10 +49,14 @@ def cutover_asset(settings: Settings, gates: Sequence[dg.AssetCheckKey] = ()) ->
         password stays a variable reference."""
         if refused := refusals(context.instance, gates):
             more = f" and {len(refused) - SHOWN} more" if len(refused) > SHOWN else ""
-            message = f"cut-over refused, {len(refused)} of {len(gates)} ERROR checks do not allow it: "
-            record(run_log_path(settings), "failed", message + "; ".join(refused[:SHOWN]) + more, context.run.run_id)
+            message = (
+                f"cut-over refused, {len(refused)} of {len(gates)} ERROR checks do not allow it: "
+                + "; ".join(refused[:SHOWN])
+                + more
+            )
+            record(run_log_path(settings), "failed", message, context.run.run_id)
             raise dg.Failure(
-                message + "; ".join(refused[:SHOWN]) + more,
+                message,
                 metadata={"refused": dg.MetadataValue.md("\n".join(f"- {r}" for r in refused))},
             )
         folder = report_folder(settings, context.run.run_id)

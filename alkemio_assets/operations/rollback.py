@@ -83,8 +83,9 @@ def prove_intact(
         plans = plan_database(pair, *live_catalogs(pair, mysql, postgres), only=set(recorded))
         with tempfile.TemporaryDirectory(dir=settings.workdir) as scratch:
             for name in sorted(recorded):
-                again, _ = export(mysql, pair.source_database, plans[name], Path(scratch) / f"{name}.csv", 1)
-                Path(scratch, f"{name}.csv").unlink(missing_ok=True)
+                scratch_file = Path(scratch) / f"{name}.csv"
+                again, _ = export(mysql, pair.source_database, plans[name], scratch_file, 1)
+                scratch_file.unlink()  # one table's copy at a time on the disk
                 entry = recorded[name]
                 proofs.append(TableProof(pair.name, name, (entry["rows"], entry["sha256"]), (again.rows, again.sha256)))
     return proofs
