@@ -18,6 +18,7 @@ from alkemio_assets.catalog.source import read_mysql_catalog
 from alkemio_assets.catalog.target import read_pg_catalog
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.definitions import build_definitions
+from alkemio_assets.operations.app_env import backup_path, env_values, postgres_settings, switch_to_postgres
 from alkemio_assets.stages.manifest import MANIFEST
 from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
@@ -266,9 +267,18 @@ def test_the_run_log_records_each_step_and_the_verdict(migrated, instance: dg.Da
 def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
     migrated, instance: dg.DagsterInstance, source_databases, target_databases, tmp_path
 ):
-    settings, _, _ = migrated
+    settings, _, migration = migrated
+    env_file = tmp_path / ".env.docker"
+    env_file.write_text("DATABASE_TYPE=mysql\nDATABASE_HOST=mysql\nDATABASE_PASSWORD=kept\n")
+    settings = replace(settings, app_env_file=env_file)
     alone = run_job(settings, instance, "migrate_all", ["migration/cutover"])
     assert alone.success, failure_message(alone)
+    # the applications' env file points at PostgreSQL, its other lines kept, the old one beside it
+    assert env_values(env_file.read_text()) == {**postgres_settings(settings), "DATABASE_PASSWORD": "kept"}
+    assert backup_path(env_file).read_text().startswith("DATABASE_TYPE=mysql\n")
+    done = read_events(run_log_path(settings), migration.run_id, action="cutover")  # of the migration it cuts over
+    assert [e.status for e in done] == ["completed", "completed"]  # the migration's own, without a file, and this
+    assert "no MIGRATION_APP_ENV_FILE" in done[0].message and str(env_file) in done[1].message
     # a table loaded again without its checks: what they judged is gone, so is the permission
     tagset = dg.AssetKey.from_user_string("alkemio/postgres/tagset")
     job = build_definitions(settings).resolve_job_def("migrate_alkemio")
@@ -287,12 +297,21 @@ def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
     assert "cut-over refused" in message and "never evaluated" in message and " more" in message
 
 
-def test_rollback_proves_mysql_intact_and_sees_a_changed_row(migrated, mysql: MySQLResource, instance):
+def test_rollback_restores_the_env_file_proves_mysql_intact_and_sees_a_changed_row(
+    migrated, mysql: MySQLResource, instance, tmp_path
+):
     settings, databases, result = migrated
+    env_file = tmp_path / ".env.docker"
+    on_mysql = "DATABASE_TYPE=mysql\nDATABASE_HOST=mysql\nDATABASE_PASSWORD=kept\n"
+    env_file.write_text(on_mysql)
+    settings = replace(settings, app_env_file=env_file)
+    switch_to_postgres(settings)  # what the cut-over does (its own test runs it as an asset)
     defs = build_definitions(settings)
     proved = defs.resolve_job_def("rollback").execute_in_process(instance=instance, raise_on_error=False)
     assert proved.success, failure_message(proved)
-    event = read_events(run_log_path(settings), result.run_id)[-1]
+    assert env_file.read_text() == on_mysql
+    restored, event = read_events(run_log_path(settings), result.run_id, action="rollback")
+    assert restored.status == "in_progress" and str(env_file) in restored.message
     assert event.status == "rolled_back" and event.message.startswith("MySQL intact: ")
     assert f"as run {result.run_id} exported them" in event.message
 

@@ -85,6 +85,20 @@ class VersionPin:
     target: str  # the newest migration PostgreSQL must hold before the load
 
 
+# how an application names its database in its env file: the bare name, or a whole DSN
+# (alkemio_assets.operations.cutover.APP_FORMS renders each)
+APP_SETTING_FORMS = ("name", "dsn")
+
+
+@dataclass(frozen=True)
+class AppSetting:
+    """The line of the applications' env file that points one application at this database
+    (migration.toml `app_setting`): Alkemio's DATABASE_NAME, Kratos's DSN."""
+
+    variable: str
+    form: str  # one of APP_SETTING_FORMS
+
+
 @dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
@@ -100,6 +114,7 @@ class DatabasePair:
     lookups: tuple[str, ...] = ()  # "table.column" lookups that must be able to use an index
     seed_tables: Mapping[str, SeedTable] = field(default_factory=dict)  # seed's name -> this schema's
     versions: VersionPin | None = None
+    app_setting: AppSetting | None = None
 
     def seed_names(self) -> dict[str, str]:
         """The seed's table names that this schema calls otherwise, or has no table for, and why."""
@@ -125,6 +140,7 @@ class Settings:
     retry_seconds: int = 2  # the first wait before one; doubled on each attempt
     batch_bytes: int = BUDGET  # a reader's batch of rows takes no more rows past this many bytes
     staging_memory_mb: int = 1_000  # DuckDB's memory limit while staging (it spills to its file)
+    app_env_file: Path | None = None  # the applications' env file the cut-over rewrites (None: none)
 
     @property
     def fetch(self) -> Fetch:
@@ -207,6 +223,16 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                     "source and target"
                 )
             versions = VersionPin(**fields)
+        app_setting = None
+        if "app_setting" in entry:
+            spec = entry["app_setting"]
+            variable, form = str(spec.get("variable", "")).strip(), str(spec.get("form", "")).strip()
+            if not variable.isidentifier() or form not in APP_SETTING_FORMS:
+                problems.append(
+                    f"migration.toml: databases.{name}.app_setting needs variable = 'NAME' (of the env file) "
+                    f"and form = one of {list(APP_SETTING_FORMS)}"
+                )
+            app_setting = AppSetting(variable, form)
         pairs.append(
             DatabasePair(
                 name=name,
@@ -223,6 +249,7 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                 lookups=tuple(entry.get("lookups", ())),
                 seed_tables=seed_tables,
                 versions=versions,
+                app_setting=app_setting,
             )
         )
     return tuple(pairs)
@@ -301,6 +328,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
     retry_seconds = _positive(env, "MIGRATION_RETRY_SECONDS", 2, "seconds before the first retry", problems, 0)
     batch_mb = _positive(env, "MIGRATION_BATCH_MB", BUDGET // 1_000_000, "MB of values a batch of rows holds", problems)
     staging_mb = _positive(env, "MIGRATION_STAGING_MB", 1_000, "MB DuckDB may use while staging", problems, 100)
+    app_env = env.get("MIGRATION_APP_ENV_FILE", "").strip()
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -318,4 +346,5 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
         retry_seconds=retry_seconds,
         batch_bytes=batch_mb * 1_000_000,
         staging_memory_mb=staging_mb,
+        app_env_file=REPO_ROOT / app_env if app_env else None,
     )

@@ -1,5 +1,6 @@
-"""The cut-over: the applications' PostgreSQL settings (cutover.env), written only when every
-ERROR check of the migration has passed on the data as it is now.
+"""The cut-over: the applications' PostgreSQL settings, written only when every ERROR check of
+the migration has passed on the data as it is now: `cutover.env` in the run folder, and the
+applications' own env file rewritten (operations/app_env.py) when MIGRATION_APP_ENV_FILE names it.
 
 Dagster's blocking checks hold back only the assets of the same run: materialized alone, from
 the UI or a later run, the cut-over would not wait for them. So it reads the latest evaluation
@@ -14,6 +15,7 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from alkemio_assets.core.settings import Settings
+from alkemio_assets.operations.app_env import postgres_settings, switch_to_postgres
 from alkemio_assets.operations.report import REPORT_KEY, report_folder
 from alkemio_assets.stages.run_log import record, run_log_path
 
@@ -54,29 +56,32 @@ def cutover_asset(settings: Settings, gates: Sequence[dg.AssetCheckKey] = ()) ->
                 + "; ".join(refused[:SHOWN])
                 + more
             )
-            record(run_log_path(settings), "failed", message, context.run.run_id)
+            record(run_log_path(settings), "failed", message, context.run.run_id, action="cutover")
             raise dg.Failure(
                 message,
                 metadata={"refused": dg.MetadataValue.md("\n".join(f"- {r}" for r in refused))},
             )
         folder = report_folder(settings, context.run.run_id)
-        target = settings.target
+        values = postgres_settings(settings)
         lines = [
             "# Alkemio and Kratos on PostgreSQL (seed: 'Update application configuration').",
-            "DATABASE_TYPE=postgres",
-            f"DATABASE_HOST={target.host}",
-            f"DATABASE_PORT={target.port}",
-            f"DATABASE_USERNAME={target.user}",
-            f"# DATABASE_PASSWORD=<the value of {target.password_env}>",
+            *(f"{name}={value}" for name, value in values.items()),
+            f"# DATABASE_PASSWORD=<the value of {settings.target.password_env}>",
         ]
-        for pair in settings.pairs:
-            lines.append(f"# {pair.name}: database {pair.target_database}")
         (folder / "cutover.env").write_text("\n".join(lines) + "\n")
-        return dg.MaterializeResult(
-            metadata={
-                "settings": dg.MetadataValue.path(str(folder / "cutover.env")),
-                "rollback": "stop services; restore DATABASE_TYPE=mysql, DATABASE_HOST=mysql; verify MySQL (never written); restart",
-            }
-        )
+        metadata: dict[str, dg.RawMetadataValue] = {
+            "settings": dg.MetadataValue.path(str(folder / "cutover.env")),
+            "lines": dg.MetadataValue.md("\n".join(f"- `{name}={value}`" for name, value in values.items())),
+            "rollback": "job rollback: points the env file back at MySQL and proves MySQL intact",
+        }
+        if switched := switch_to_postgres(settings):
+            env_file, backup = switched
+            metadata |= {"env_file": dg.MetadataValue.path(str(env_file)), "backup": dg.MetadataValue.path(str(backup))}
+            done = f"cut-over: {env_file} points at PostgreSQL ({len(values)} lines; as before in {backup.name})"
+        else:
+            done = f"cut-over: settings in {folder / 'cutover.env'}; no MIGRATION_APP_ENV_FILE to rewrite"
+        record(run_log_path(settings), "completed", done, folder.name, action="cutover")
+        context.log.info(done)
+        return dg.MaterializeResult(metadata=metadata)
 
     return cutover

@@ -1,11 +1,11 @@
-"""Rollback, the seed's way back to MySQL: prove MySQL still holds what the migration exported,
-record `rolled_back` in the run log, and say the steps left to people.
+"""Rollback, the seed's way back to MySQL: point the applications' env file back at MySQL
+(operations/app_env.py), prove MySQL still holds what the migration exported, record
+`rolled_back` in the run log, and say the steps left to people.
 
 The proof is exact: each table the run exported is read again as the export reads it, into a
 scratch file that is deleted, and its rows and SHA-256 must be those the manifest recorded. A
 row changed, added or deleted on MySQL since then is named by its table. Nothing is written to
-MySQL or PostgreSQL. (Restoring the applications' env file comes with the cut-over that
-rewrites it; until then the seed's manual step stays in the list.)
+MySQL or PostgreSQL.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
@@ -19,17 +19,21 @@ import dagster as dg
 from alkemio_assets.catalog.contract import plan_database
 from alkemio_assets.catalog.live import live_catalogs
 from alkemio_assets.core.settings import Settings
+from alkemio_assets.operations.app_env import switch_to_mysql
 from alkemio_assets.stages.export import export
 from alkemio_assets.stages.manifest import MANIFEST
 from alkemio_assets.stages.run_log import record, run_log_path
 from resources import MySQLResource, PostgresResource
 
-# the seed's rollback procedure, less what this job does
+# the seed's rollback procedure, less what this job does (stop the services before it runs)
 MANUAL_STEPS = (
-    "Stop the Alkemio server and Kratos.",
-    "Restore the MySQL settings in the applications' environment: DATABASE_TYPE=mysql, DATABASE_HOST=<the MySQL host>.",
     "Start Kratos and the Alkemio server on MySQL, and check that users can log in.",
     "Keep the run folder and the PostgreSQL databases as they are, for the investigation.",
+    "Document the issues for the investigation and the next attempt.",
+)
+# without MIGRATION_APP_ENV_FILE the job cannot restore the settings: that step stays with people
+RESTORE_BY_HAND = (
+    "Restore the MySQL settings in the applications' env file: DATABASE_TYPE=mysql, DATABASE_HOST=<the MySQL host>."
 )
 
 
@@ -103,14 +107,19 @@ def rollback_job(settings: Settings) -> dg.JobDefinition:
     def rollback(
         context: dg.OpExecutionContext, config: RollbackConfig, mysql: MySQLResource, postgres: PostgresResource
     ) -> None:
-        """Read every exported table again and compare; record the rollback; list the manual steps."""
+        """Point the env file back at MySQL; read every exported table again and compare; record
+        the rollback; list the manual steps."""
         folder = exported_run(settings, config.run_id or None)
+        if restored := switch_to_mysql(settings):
+            record(run_log_path(settings), "in_progress", f"rollback: {restored}", folder.name, action="rollback")
+            context.log.info(f"env file back on MySQL: {restored}")
         proofs = prove_intact(settings, mysql, postgres, folder)
         changed = [p.describe() for p in proofs if not p.intact]
-        steps = "\n".join(f"{i}. {step}" for i, step in enumerate(MANUAL_STEPS, 1))
+        manual = MANUAL_STEPS if restored else (RESTORE_BY_HAND, *MANUAL_STEPS)
+        steps = "\n".join(f"{i}. {step}" for i, step in enumerate(manual, 1))
         if changed:
             message = f"MySQL is not as run {folder.name} exported it: " + "; ".join(changed)
-            record(run_log_path(settings), "failed", f"rollback: {message}", folder.name)
+            record(run_log_path(settings), "failed", f"rollback: {message}", folder.name, action="rollback")
             raise dg.Failure(
                 message + "\nInvestigate before starting the applications on MySQL.",
                 metadata={"changed": dg.MetadataValue.md("\n".join(f"- {c}" for c in changed))},
@@ -120,13 +129,17 @@ def rollback_job(settings: Settings) -> dg.JobDefinition:
             "rolled_back",
             f"MySQL intact: {len(proofs)} tables, rows and bytes as run {folder.name} exported them",
             folder.name,
+            action="rollback",
         )
         context.log.info(
             f"MySQL is intact: {len(proofs)} tables, rows and bytes as run {folder.name} exported them. "
             f"Left to do by hand:\n{steps}"
         )
 
-    @dg.job(name="rollback", description="The way back to MySQL: prove MySQL intact, record rolled_back.")
+    @dg.job(
+        name="rollback",
+        description="The way back to MySQL: the env file pointed back, MySQL proved intact, rolled_back recorded.",
+    )
     def rollback_run() -> None:
         rollback()
 

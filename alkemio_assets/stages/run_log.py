@@ -3,7 +3,8 @@ run folders, as the seed's `log_migration_run.sh` kept `migration_log.json` (sta
 timestamp, host, user), and with the run and the database it belongs to.
 
 The step writes `started`, `in_progress` after each phase, then `completed` or `failed`; the
-report writes the run's verdict, a refused cut-over `failed`, the rollback job `rolled_back`;
+report writes the run's verdict; the cut-over, the rollback and the monitoring schedule write
+theirs with their `action` (a refused cut-over `failed`, a rollback `rolled_back`);
 an operator's own event comes from `.venv/bin/python -m alkemio_assets.stages.run_log STATUS
 "MESSAGE"`. Several steps append at once: each event is one write of one line to a file opened
 for appending.
@@ -26,6 +27,8 @@ from alkemio_assets.core.settings import Settings, load_settings
 Status = Literal["started", "in_progress", "completed", "failed", "rolled_back"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 RUN_LOG = "migration_log.jsonl"
+# what wrote an event besides a migration's own steps: the jobs around the load
+Action = Literal["migration", "cutover", "rollback", "monitor"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class RunEvent:
     user: str
     run_id: str | None = None
     database: str | None = None
+    action: Action = "migration"
 
 
 def run_log_path(settings: Settings) -> Path:
@@ -53,7 +57,12 @@ def _user() -> str:
 
 
 def record(
-    path: Path, status: Status, message: str, run_id: str | None = None, database: str | None = None
+    path: Path,
+    status: Status,
+    message: str,
+    run_id: str | None = None,
+    database: str | None = None,
+    action: Action = "migration",
 ) -> RunEvent:
     """Append one event; the file is its owner's alone (it names hosts, users and databases)."""
     if status not in STATUSES:
@@ -66,6 +75,7 @@ def record(
         _user(),
         run_id,
         database,
+        action,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(asdict(event), ensure_ascii=False) + "\n").encode("utf-8")
@@ -77,12 +87,12 @@ def record(
     return event
 
 
-def read_events(path: Path, run_id: str | None = None) -> list[RunEvent]:
-    """The log's events in the order they were written (of one run, if given)."""
+def read_events(path: Path, run_id: str | None = None, action: Action | None = None) -> list[RunEvent]:
+    """The log's events in the order they were written (of one run, of one action, if given)."""
     if not path.exists():
         return []
     events = [RunEvent(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [e for e in events if run_id is None or e.run_id == run_id]
+    return [e for e in events if (run_id is None or e.run_id == run_id) and (action is None or e.action == action)]
 
 
 def main(argv: list[str] | None = None) -> int:
