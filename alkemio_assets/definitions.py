@@ -13,6 +13,7 @@ from alkemio_assets.catalog.snapshot import read_snapshot
 from alkemio_assets.core.settings import DatabasePair, Settings, SettingsError, load_settings
 from alkemio_assets.graph.factory import build_pair_definitions
 from alkemio_assets.operations.cutover import CUTOVER_KEY, cutover_asset
+from alkemio_assets.operations.monitor import MONITOR_JOB, monitor_checks, monitoring_schedule
 from alkemio_assets.operations.preflight import PREFLIGHT_KEY, preflight_asset
 from alkemio_assets.operations.report import REPORT_KEY, report_asset
 from alkemio_assets.operations.rollback import rollback_job
@@ -129,7 +130,13 @@ def pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
     if snapshot is None:
         return tables
     loaded = [k for a in assets_of(tables) for k in a.keys if k.path[1] == "postgres"]
-    return dg.Definitions.merge(tables, dg.Definitions(assets=[verified_asset(pair, settings, loaded, snapshot)]))
+    return dg.Definitions.merge(
+        tables,
+        dg.Definitions(
+            assets=[verified_asset(pair, settings, loaded, snapshot)],
+            asset_checks=[monitor_checks(pair, settings, snapshot)],
+        ),
+    )
 
 
 def build_definitions(settings: Settings | None = None, engine: str | None = None) -> dg.Definitions:
@@ -144,10 +151,22 @@ def build_definitions(settings: Settings | None = None, engine: str | None = Non
         if verified
         else dg.Definitions()
     )
+    monitors = [k for d in pairs.values() for c in d.asset_checks or [] for k in c.check_keys]
+    monitor = dg.define_asset_job(
+        MONITOR_JOB,
+        selection=dg.AssetSelection.checks(*monitors),
+        description="After the cut-over: each database's integrity on the target, and its rows against the load.",
+    )
+    automation = (
+        dg.Definitions(jobs=[monitor], schedules=[monitoring_schedule(settings, monitor)])
+        if monitors
+        else dg.Definitions()
+    )
     return dg.Definitions.merge(
         dg.Definitions(assets=[preflight_asset(settings)]),
         *pairs.values(),
         report,
+        automation,
         dg.Definitions(
             resources=build_resources(settings),
             jobs=[*build_jobs(pairs, bool(verified)), rollback_job(settings)],

@@ -196,27 +196,39 @@ def indexes(ctx: TableCheckContext) -> dg.AssetCheckResult:
     )
 
 
+def sequence_positions(conn: Any, table: TargetTable) -> dict[str, dict[str, int]]:
+    """Per sequence owned by a column of a non-empty table: the column's maximum and the next
+    value the sequence gives."""
+    found: dict[str, dict[str, int]] = {}
+    for column in table.columns:
+        if column.sequence is None:
+            continue
+        top = first(
+            conn.execute(
+                sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column.name), sql.Identifier(table.name))
+            )
+        )
+        owned = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = %s::regclass",
+            (column.sequence,),
+        ).fetchone()
+        assert owned is not None, column.sequence
+        schema, name = owned
+        state = conn.execute(
+            sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
+        ).fetchone()
+        assert state is not None, column.sequence
+        last, called = state
+        if top is not None:  # an empty table has nothing to be past
+            found[column.sequence] = {"max": top, "next": last + 1 if called else last}
+    return found
+
+
 def sequences(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """Every sequence owned by a column is past the column's maximum."""
-    found: dict[str, dict[str, int]] = {}
     with ctx.postgres.connect(ctx.target_database) as conn:
-        for column in ctx.plan.target.columns:
-            if column.sequence is None:
-                continue
-            top = first(conn.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column.name), ctx.table)))
-            schema, name = conn.execute(
-                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.oid = %s::regclass",
-                (column.sequence,),
-            ).fetchone() or (None, None)
-            state = conn.execute(
-                sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
-            ).fetchone()
-            assert state is not None, column.sequence
-            last, called = state
-            following = last + 1 if called else last
-            if top is not None:  # an empty table has nothing to be past
-                found[column.sequence] = {"max": top, "next": following}
+        found = sequence_positions(conn, ctx.plan.target)
     behind = {s: v for s, v in found.items() if v["next"] <= v["max"]}
     return _result(
         ctx,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -19,6 +20,7 @@ from alkemio_assets.catalog.target import read_pg_catalog
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.definitions import build_definitions
 from alkemio_assets.operations.app_env import backup_path, env_values, postgres_settings, switch_to_postgres
+from alkemio_assets.operations.monitor import MONITOR_CHECKS, MONITOR_JOB, SCHEDULE, monitoring_tick
 from alkemio_assets.stages.manifest import MANIFEST
 from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
@@ -254,12 +256,15 @@ def test_the_run_log_records_each_step_and_the_verdict(migrated, instance: dg.Da
     settings, _, result = migrated
     events = read_events(run_log_path(settings), result.run_id)
     for database in ("alkemio", "kratos"):
-        mine = [e for e in events if e.database == database]
+        mine = [e for e in events if e.database == database and e.action == "migration"]
         assert [e.status for e in mine] == ["started", "in_progress", "in_progress", "completed"]
         assert "loaded" in mine[2].message and all(e.host and e.user and e.timestamp.endswith("Z") for e in mine)
         assert instance.get_run_by_id(result.run_id).tags[f"alkemio/{database}"] == "completed"
-    verdict = events[-1]
+    verdict = [e for e in events if e.action == "migration"][-1]
     assert verdict.status == "completed" and verdict.database is None and "every ERROR check passed" in verdict.message
+    # then the cut-over, and the monitor checks that follow it
+    assert [(e.action, e.status) for e in events[-3:]][0] == ("cutover", "completed")
+    assert {(e.action, e.database) for e in events[-2:]} == {("monitor", "alkemio"), ("monitor", "kratos")}
     report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
     assert "## Run log" in report and "| completed | alkemio |" in report
 
@@ -325,3 +330,39 @@ def test_rollback_restores_the_env_file_proves_mysql_intact_and_sees_a_changed_r
     )
     assert "kratos." not in message  # only the changed table is named
     assert read_events(run_log_path(settings), result.run_id)[-1].status == "failed"
+
+
+def test_the_monitor_after_the_cutover_holds_then_names_an_orphan_a_sequence_behind_and_fewer_rows(
+    migrated, postgres: PostgresResource, instance
+):
+    settings, databases, result = migrated  # migrate_all ended with the cut-over
+    defs = build_definitions(settings)
+    schedule = defs.resolve_schedule_def(SCHEDULE)
+    assert schedule.cron_schedule == "0 * * * *" and schedule.job_name == MONITOR_JOB
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert isinstance(monitoring_tick(settings, datetime.now(UTC)), dg.RunRequest)  # inside the 48 hours
+
+    held = defs.resolve_job_def(MONITOR_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    assert held.success
+    outcomes = {(e.asset_key.path[0], e.check_name): e.passed for e in held.get_asset_check_evaluations()}
+    assert outcomes == {(db, name): True for db in ("alkemio", "kratos") for name in MONITOR_CHECKS}
+    watched = read_events(run_log_path(settings), result.run_id, action="monitor")
+    assert {(e.database, e.status) for e in watched} == {("alkemio", "in_progress"), ("kratos", "in_progress")}
+
+    with postgres.connect(databases["alkemio"]) as conn:
+        conn.execute("SET session_replication_role = replica")  # as a bulk fix-up by hand would
+        orphan = conn.execute(
+            'UPDATE tagset SET "profileId" = gen_random_uuid() WHERE id = (SELECT id FROM tagset ORDER BY id LIMIT 1) RETURNING id'
+        ).fetchone()[0]
+        conn.execute("""SELECT setval(pg_get_serial_sequence('"user"', 'rowId'), 1)""")
+        conn.execute("DELETE FROM reference WHERE id = (SELECT id FROM reference ORDER BY id LIMIT 1)")
+        conn.commit()
+    broken = defs.resolve_job_def(MONITOR_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    failed = {e.check_name: e for e in broken.get_asset_check_evaluations() if not e.passed}
+    assert set(failed) == set(MONITOR_CHECKS) and all(e.asset_key.path[0] == "alkemio" for e in failed.values())
+    problems = failed["monitor_integrity"].metadata["problems"].value
+    assert "alkemio.tagset.profileId -> profile(id)" in problems and f"row id='{orphan}'" in problems
+    assert 'sequence public."user_rowId_seq" gives 2, the column holds' in problems
+    assert "| reference |" in failed["monitor_row_counts"].metadata["fewer_rows"].value
+    last = read_events(run_log_path(settings), result.run_id, action="monitor")[-2:]
+    assert {(e.database, e.status) for e in last} == {("alkemio", "failed"), ("kratos", "in_progress")}

@@ -141,6 +141,8 @@ class Settings:
     batch_bytes: int = BUDGET  # a reader's batch of rows takes no more rows past this many bytes
     staging_memory_mb: int = 1_000  # DuckDB's memory limit while staging (it spills to its file)
     app_env_file: Path | None = None  # the applications' env file the cut-over rewrites (None: none)
+    monitor_hours: int = 48  # the seed's 24-48 hours of monitoring after the cut-over
+    monitor_cron: str = "0 * * * *"  # when the monitoring schedule runs its checks (UTC)
 
     @property
     def fetch(self) -> Fetch:
@@ -329,6 +331,10 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
     batch_mb = _positive(env, "MIGRATION_BATCH_MB", BUDGET // 1_000_000, "MB of values a batch of rows holds", problems)
     staging_mb = _positive(env, "MIGRATION_STAGING_MB", 1_000, "MB DuckDB may use while staging", problems, 100)
     app_env = env.get("MIGRATION_APP_ENV_FILE", "").strip()
+    monitor_hours = _positive(env, "MIGRATION_MONITOR_HOURS", 48, "hours to monitor after the cut-over", problems)
+    monitor_cron = _text(env, "MIGRATION_MONITOR_CRON", "0 * * * *")
+    if len(monitor_cron.split()) != 5:
+        problems.append(f"MIGRATION_MONITOR_CRON={monitor_cron!r} is not a cron schedule of five fields")
     if problems:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -347,4 +353,6 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
         batch_bytes=batch_mb * 1_000_000,
         staging_memory_mb=staging_mb,
         app_env_file=REPO_ROOT / app_env if app_env else None,
+        monitor_hours=monitor_hours,
+        monitor_cron=monitor_cron,
     )
