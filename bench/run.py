@@ -155,7 +155,10 @@ def servers(settings) -> tuple[MySQLResource, PostgresResource]:
 
 
 # fixture -> (its schemas, its migration.toml): the real applications', or our hand-written one
-FIXTURES: dict[str, tuple[Path, Path]] = {"real": (REAL, DEFAULT_CONFIG), "handwritten": (HANDWRITTEN, HANDWRITTEN_CONFIG)}
+FIXTURES: dict[str, tuple[Path, Path]] = {
+    "real": (REAL, DEFAULT_CONFIG),
+    "handwritten": (HANDWRITTEN, HANDWRITTEN_CONFIG),
+}
 FIXTURE = "real"
 
 
@@ -215,6 +218,10 @@ def ours(sources: dict[str, str], targets: dict[str, str], work: Path, logs: Pat
         "DATABASE_NAME": targets["alkemio"],
         "KRATOS_MYSQL_DATABASE": sources["kratos"],
         "KRATOS_DATABASE_NAME": targets["kratos"],
+        # the benchmark's source is a copy made for it: no backup, no wait for quiet, no other databases
+        "MIGRATION_BACKUP": "none",
+        "MIGRATION_QUIET_SECONDS": "0",
+        "MIGRATION_EXTRA_DATABASES": "",
     }
     (work / "dagster_home").mkdir(parents=True, exist_ok=True)
     dagster = str(Path(sys.executable).parent / "dagster")

@@ -126,6 +126,9 @@ def migration_settings(databases: dict[str, str], workdir: str, config_path=None
     env.pop("MYSQL_DATABASE", None)
     env.pop("DATABASE_NAME", None)
     env["MIGRATION_WORKDIR"] = workdir
+    # per-test copies: no backup to prove, nobody else writing, no shared hydra/synapse databases
+    # (tests/operations/test_preflight.py drills each of these)
+    env |= {"MIGRATION_BACKUP": "none", "MIGRATION_QUIET_SECONDS": "0", "MIGRATION_EXTRA_DATABASES": ""}
     return load_settings(env, config_path=config_path or HANDWRITTEN_CONFIG)
 
 

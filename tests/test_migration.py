@@ -263,7 +263,7 @@ def test_the_run_log_records_each_step_and_the_verdict(migrated, instance: dg.Da
     verdict = [e for e in events if e.action == "migration"][-1]
     assert verdict.status == "completed" and verdict.database is None and "every ERROR check passed" in verdict.message
     # then the cut-over, and the monitor checks that follow it
-    assert [(e.action, e.status) for e in events[-3:]][0] == ("cutover", "completed")
+    assert (events[-3].action, events[-3].status) == ("cutover", "completed")
     assert {(e.action, e.database) for e in events[-2:]} == {("monitor", "alkemio"), ("monitor", "kratos")}
     report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
     assert "## Run log" in report and "| completed | alkemio |" in report

@@ -143,6 +143,10 @@ class Settings:
     app_env_file: Path | None = None  # the applications' env file the cut-over rewrites (None: none)
     monitor_hours: int = 48  # the seed's 24-48 hours of monitoring after the cut-over
     monitor_cron: str = "0 * * * *"  # when the monitoring schedule runs its checks (UTC)
+    backup: str = ""  # proof of a MySQL backup (a file or folder), "take", or "none" (a rehearsal on a copy)
+    backup_max_hours: int = 24  # a backup older than this is no proof
+    quiet_seconds: int = 10  # the source must not change for this long before the export (0: not looked at)
+    extra_databases: tuple[str, ...] = ()  # target databases the applications need besides the pairs'
 
     @property
     def fetch(self) -> Fetch:
@@ -333,6 +337,12 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
     app_env = env.get("MIGRATION_APP_ENV_FILE", "").strip()
     monitor_hours = _positive(env, "MIGRATION_MONITOR_HOURS", 48, "hours to monitor after the cut-over", problems)
     monitor_cron = _text(env, "MIGRATION_MONITOR_CRON", "0 * * * *")
+    backup = env.get("MIGRATION_BACKUP", "").strip()
+    backup_hours = _positive(env, "MIGRATION_BACKUP_MAX_HOURS", 24, "hours a backup stays proof", problems)
+    quiet = _positive(env, "MIGRATION_QUIET_SECONDS", 10, "seconds the source must be quiet (0: off)", problems, 0)
+    extra = config.get("target", {}).get("databases", [])
+    if "MIGRATION_EXTRA_DATABASES" in env:
+        extra = [name.strip() for name in env["MIGRATION_EXTRA_DATABASES"].split(",") if name.strip()]
     if len(monitor_cron.split()) != 5:
         problems.append(f"MIGRATION_MONITOR_CRON={monitor_cron!r} is not a cron schedule of five fields")
     if problems:
@@ -355,4 +365,8 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
         app_env_file=REPO_ROOT / app_env if app_env else None,
         monitor_hours=monitor_hours,
         monitor_cron=monitor_cron,
+        backup=backup,
+        backup_max_hours=backup_hours,
+        quiet_seconds=quiet,
+        extra_databases=tuple(extra),
     )

@@ -1,16 +1,22 @@
 """Preflight, before anything else of a migration: both sides reachable by the configured users,
 each usual failure said as what it is (wrong password, unknown database, MySQL 8's
 caching_sha2_password without TLS or RSA key, a missing grant, named), the server versions,
-the target databases there, the extensions the target schema needs, and disk for the files.
+the target databases there (the applications' others created when missing and the role may),
+the extensions the target schema needs, disk for the files, a MySQL backup (proved or taken,
+operations/backup.py), a quiet source (no row written for MIGRATION_QUIET_SECONDS), and the
+estimate of the whole run against the 30-minute window from the last rehearsal's rate.
 
 Every finding is one row of data; `migration/preflight` shows them all as a table and fails on
 the first run that has any error among them, so the table assets after it never start.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
+import json
 import re
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +27,10 @@ import pymysql
 from alkemio_assets.catalog.source import read_table_sizes
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.core.sql import mysql_ident
+from alkemio_assets.operations import backup
+from alkemio_assets.operations.report import PREFLIGHT_RECORD, WINDOW_MINUTES
 from alkemio_assets.stages.load import LoadPermissionError, bypass_foreign_keys
+from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
 
 PREFLIGHT_KEY = dg.AssetKey(["migration", "preflight"])
@@ -30,6 +39,21 @@ Severity = Literal["error", "warning"]
 DISK_FACTOR = 3.0
 REQUIRED_POSTGRES, RECOMMENDED_POSTGRES = 14, 17
 EXTENSIONS = ("uuid-ossp",)  # Alkemio's baseline starts with CREATE EXTENSION "uuid-ossp"
+# bytes of source data per second for the whole verified run (export to last check), measured by
+# the benchmark on this 2-core machine (README, Benchmark): the estimate before any rehearsal
+BENCHMARK_RATE = 3.5e6
+# MySQL's counters of writing statements, server-wide, on MySQL 8 and MariaDB alike (MariaDB has
+# no Innodb_rows_*): unchanged over the interval means no application wrote
+WRITE_COUNTERS = (
+    "Com_insert",
+    "Com_insert_select",
+    "Com_replace",
+    "Com_update",
+    "Com_update_multi",
+    "Com_delete",
+    "Com_delete_multi",
+    "Com_load",
+)
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,109 @@ def disk_space(free: int, source_bytes: int, folder: Path) -> Finding:
     return Finding("disk", free >= needed, message)
 
 
+def write_counters(mysql: MySQLResource) -> dict[str, int]:
+    with mysql.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN (" + ", ".join(["%s"] * len(WRITE_COUNTERS)) + ")",
+            WRITE_COUNTERS,
+        )
+        return {row["Variable_name"]: int(row["Value"]) for row in cur.fetchall()}
+
+
+def quiet_source(before: dict[str, int], after: dict[str, int], seconds: int) -> Finding:
+    """No row written on MySQL between the two readings: the applications are stopped."""
+    moved = {name: after[name] - before[name] for name in before if after.get(name, 0) != before[name]}
+    if moved:
+        said = ", ".join(f"{name} +{n}" for name, n in moved.items())
+        return Finding(
+            "quiet source",
+            False,
+            f"MySQL is still being written to ({said} statements in {seconds} s): stop the applications (runbook step 5) "
+            "before the export, or rows written now are lost",
+        )
+    return Finding("quiet source", True, f"no row written on MySQL in {seconds} s")
+
+
+def rehearsal_rate(settings: Settings) -> tuple[float, str] | None:
+    """Bytes of source data per second of the newest run on this installation that completed with
+    its verdict: from its first step's start to the verdict (run log), over the source bytes its
+    preflight measured."""
+    events = read_events(run_log_path(settings))
+    verdicts = [e for e in events if e.action == "migration" and e.database is None and e.status == "completed"]
+    for verdict in reversed(verdicts):
+        record = settings.workdir / "runs" / str(verdict.run_id) / PREFLIGHT_RECORD
+        starts = [e.timestamp for e in events if e.run_id == verdict.run_id and e.status == "started"]
+        if not record.exists() or not starts:
+            continue
+        seconds = (_moment(verdict.timestamp) - _moment(min(starts))).total_seconds()
+        source_bytes = json.loads(record.read_text(encoding="utf-8"))["source_bytes"]
+        if seconds > 0 and source_bytes:
+            return source_bytes / seconds, f"the rehearsal {verdict.run_id} ({verdict.timestamp})"
+    return None
+
+
+def _moment(timestamp: str) -> datetime:
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def window_estimate(source_bytes: int, rate: float, basis: str) -> Finding:
+    """The whole verified run at `rate`, against the 30-minute window; over it is a warning."""
+    minutes = source_bytes / rate / 60
+    message = (
+        f"about {minutes:.0f} minutes for {source_bytes / 1e9:.2f} GB at {rate / 1e6:.1f} MB/s ({basis}), "
+        f"of the {WINDOW_MINUTES}-minute window"
+    )
+    if minutes > WINDOW_MINUTES:
+        return Finding("window estimate", False, message + ": over it, plan a longer window or more cores", "warning")
+    return Finding("window estimate", True, message)
+
+
+def backup_finding(settings: Settings, mysql: MySQLResource, folder: Path) -> Finding:
+    """The MySQL backup the seed requires: proved, taken into the run folder, or knowingly none;
+    recorded in the run folder for the report."""
+    made: backup.Backup | None = None
+    if not settings.backup:
+        return Finding("MySQL backup", False, backup.UNSET)
+    if settings.backup == "none":
+        finding = Finding(
+            "MySQL backup", False, "MIGRATION_BACKUP=none: no backup, for a rehearsal on a copy only", "warning"
+        )
+    elif settings.backup == "take":
+        try:
+            made = backup.take(mysql, [p.source_database for p in settings.pairs], folder)
+        except (OSError, RuntimeError) as exc:
+            return Finding("MySQL backup", False, str(exc))
+        finding = Finding("MySQL backup", True, made.describe())
+    else:
+        made, problem = backup.prove(Path(settings.backup), settings.backup_max_hours, datetime.now(UTC))
+        finding = Finding("MySQL backup", made is not None, made.describe() if made else str(problem))
+    backup.write_record(folder, made)
+    return finding
+
+
+def extra_database(postgres: PostgresResource, name: str) -> Finding:
+    """A database the applications need besides the migrated ones: there, or created empty when
+    the role may create databases."""
+    item = f"PostgreSQL {name}"
+    try:
+        with postgres.connect(autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return Finding(item, True, f"database {name} exists")
+            row = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+            if not (row and row[0]):
+                return Finding(
+                    item,
+                    False,
+                    f"database {name} does not exist and '{postgres.user}' may not create it: "
+                    f"CREATE DATABASE {name} (runbook step 1), or leave it out of migration.toml [target]",
+                )
+            postgres.create_database(name)
+            return Finding(item, True, f"database {name} created, empty: its application migrates it when it starts")
+    except psycopg.Error as exc:
+        where = {"user": f"'{postgres.user}'", "server": postgres.describe(), "database": name, "name": name.upper()}
+        return Finding(item, False, explain_postgres(exc, **where))
+
+
 def _existing(folder: Path) -> Path:
     while not folder.exists():
         folder = folder.parent
@@ -163,7 +290,7 @@ def source_findings(settings: Settings, mysql: MySQLResource) -> tuple[list[Find
 def target_findings(settings: Settings, postgres: PostgresResource) -> list[Finding]:
     """Per target database: reachable; the right to bypass foreign-key triggers; the extensions;
     the server's version."""
-    found: list[Finding] = []
+    found = [extra_database(postgres, name) for name in settings.extra_databases]
     user, server, version = f"'{postgres.user}'", postgres.describe(), 0
     for pair in settings.pairs:
         item = f"PostgreSQL {pair.target_database}"
@@ -196,14 +323,30 @@ def target_findings(settings: Settings, postgres: PostgresResource) -> list[Find
     return found
 
 
-def preflight(settings: Settings, mysql: MySQLResource, postgres: PostgresResource) -> list[Finding]:
+def preflight(settings: Settings, mysql: MySQLResource, postgres: PostgresResource, folder: Path) -> list[Finding]:
+    """Every finding, in the order an operator reads them; the run folder `folder` gets the
+    backup taken (MIGRATION_BACKUP=take) and the record the report and the next estimate read."""
+    started = time.monotonic()
+    before = write_counters(mysql) if settings.quiet_seconds else {}
     source, source_bytes = source_findings(settings, mysql)
-    folder = _existing(settings.workdir)
-    return [
+    work = _existing(settings.workdir)
+    found = [
         *source,
         *target_findings(settings, postgres),
-        disk_space(shutil.disk_usage(folder).free, source_bytes, folder),
+        disk_space(shutil.disk_usage(work).free, source_bytes, work),
     ]
+    if not any(f.blocks for f in found):  # a backup of servers that answer
+        found.append(backup_finding(settings, mysql, folder))
+    if settings.quiet_seconds:
+        time.sleep(max(0.0, settings.quiet_seconds - (time.monotonic() - started)))
+        found.append(quiet_source(before, write_counters(mysql), settings.quiet_seconds))
+    rate, basis = rehearsal_rate(settings) or (BENCHMARK_RATE, "the benchmark's rate on 2 cores: no rehearsal here yet")
+    found.append(window_estimate(source_bytes, rate, basis))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PREFLIGHT_RECORD).write_text(
+        json.dumps({"source_bytes": source_bytes, "findings": [asdict(f) for f in found]}, indent=1) + "\n"
+    )
+    return found
 
 
 def findings_table(findings: list[Finding]) -> str:
@@ -221,7 +364,7 @@ def preflight_asset(settings: Settings) -> dg.AssetsDefinition:
     )
     def preflight_check(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
         """Look at both sides and the work folder; fail, listing every problem, if one blocks."""
-        findings = preflight(settings, mysql, postgres)
+        findings = preflight(settings, mysql, postgres, settings.workdir / "runs" / context.run.run_id)
         metadata = {"findings": dg.MetadataValue.md(findings_table(findings))}
         for finding in findings:
             if not finding.ok:

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from alkemio_assets.core.settings import Settings
+from alkemio_assets.operations import backup
 from alkemio_assets.operations.verified import VERIFICATION
 from alkemio_assets.stages.run_log import RunEvent, read_events, record, run_log_path
 
@@ -51,6 +52,60 @@ MANUAL_CHECKLIST = {
     ],
     "Kratos flows": ["Sessions can be created/validated", "Recovery flows work", "Verification flows work"],
 }
+
+
+# The seed's "Migration Success Criteria", each with who decides it: this run (from its checks),
+# the monitoring schedule after the cut-over, or people (the checklist below).
+SUCCESS_CRITERIA = (
+    ("All critical data verification checks pass", "run"),
+    ("All functional verification checks pass", "people: the manual checklist below"),
+    ("Performance is equal to or better than MySQL", "people: time the seed's sample queries on both sides"),
+    ("No critical errors in logs for 24 hours", "people: the applications' logs after the cut-over"),
+    ("User-facing functionality works without issues", "people: the manual checklist below"),
+    (
+        "Monitoring shows stable system metrics",
+        "the schedule post_migration_monitoring (integrity hourly for 48 hours after the cut-over) and people",
+    ),
+)
+PREFLIGHT_RECORD = "preflight.json"  # the preflight's findings and source bytes, in the run folder
+
+
+# after a run whose verdict lets the cut-over go (README, runbook steps 9 to 11)
+AFTER_THE_RUN = (
+    "Work through the manual checklist above; add the CREATE INDEX statements of the indexes checks, or accept them.",
+    "Materialize migration/cutover (it rewrites MIGRATION_APP_ENV_FILE), set DATABASE_PASSWORD there if PostgreSQL's "
+    "differs, start Kratos and Alkemio.",
+    "Watch the applications' logs and the monitor checks for 24-48 hours; keep the MySQL backup and the run folder "
+    "until then. The way back is the job rollback.",
+)
+
+
+def success_criteria(databases: dict) -> list[str]:
+    """The seed's success criteria as a table: what this run decided, and who decides the rest."""
+    failed = failed_errors(databases)
+    rows = []
+    for criterion, decider in SUCCESS_CRITERIA:
+        if decider == "run":
+            state = "FAILED: " + ", ".join(failed) if failed else "met (every ERROR check passed)"
+        else:
+            state = f"open, for {decider}"
+        rows.append(f"| {criterion} | {state} |")
+    return ["| the seed's success criterion | state |", "|---|---|", *rows]
+
+
+def preflight_lines(folder: Path) -> list[str]:
+    """The backup the run may fall back on, and the preflight's findings that were not plain ok."""
+    taken = backup.read_record(folder)
+    lines = [f"MySQL backup: {taken.describe()}." if taken else "MySQL backup: none recorded for this run."]
+    record_path = folder / PREFLIGHT_RECORD
+    if record_path.exists():
+        findings = json.loads(record_path.read_text(encoding="utf-8"))["findings"]
+        lines += [""] + [
+            f"- {'ok' if f['ok'] else f['severity']}: {f['item']}: {f['message']}"
+            for f in findings
+            if not f["ok"] or f["item"] == "window estimate"
+        ]
+    return lines
 
 
 def report_folder(settings: Settings, run_id: str) -> Path:
@@ -139,9 +194,13 @@ def render(
     run: str,
     seed_names: Mapping[str, Mapping[str, str]] | None = None,
     events: list[RunEvent] | None = None,
+    folder: Path | None = None,
 ) -> str:
     lines = [f"# Migration report, run {run}", "", f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", ""]
     lines += [*verdict(databases), ""]
+    lines += ["## Success criteria", "", *success_criteria(databases), ""]
+    if folder is not None:
+        lines += ["## Preflight", "", *preflight_lines(folder), ""]
     for name, db in databases.items():
         lines += [
             f"## {name}",
@@ -183,6 +242,7 @@ def render(
     lines += ["## Manual checklist (the seed's items no machine decides here)", ""]
     for group, items in MANUAL_CHECKLIST.items():
         lines += [f"**{group}**", ""] + [f"- [ ] {item}" for item in items] + [""]
+    lines += ["## Left to do by hand", "", *(f"{i}. {step}" for i, step in enumerate(AFTER_THE_RUN, 1)), ""]
     return "\n".join(lines)
 
 
@@ -207,7 +267,7 @@ def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDe
         events = read_events(log, folder.name)  # the reported run's
         (folder / "report.json").write_text(json.dumps(databases, indent=1, sort_keys=True) + "\n")
         seeds = {pair.name: pair.seed_names() for pair in settings.pairs}
-        (folder / "report.md").write_text(render(databases, folder.name, seeds, events))
+        (folder / "report.md").write_text(render(databases, folder.name, seeds, events, folder))
         metadata = {
             "report": dg.MetadataValue.path(str(folder / "report.md")),
             "run_log": dg.MetadataValue.md("\n".join(events_table(events))),

@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alkemio_assets.operations.report import MANUAL_CHECKLIST, failed_errors, gather, render
+from alkemio_assets.operations import backup
+from alkemio_assets.operations.report import (
+    MANUAL_CHECKLIST,
+    PREFLIGHT_RECORD,
+    SUCCESS_CRITERIA,
+    failed_errors,
+    gather,
+    render,
+)
 from alkemio_assets.operations.verified import VERIFICATION
 
 
@@ -66,3 +74,31 @@ def test_the_verdict_and_the_time_against_the_window(tmp_path: Path):
     text = render(gather(tmp_path), "run-2")
     assert "**Verdict: every ERROR check passed; the cut-over may go**" in text
     assert "Migration time: 12.0 minutes of the 30-minute window." in text  # first start to last end
+
+
+def test_the_seeds_success_criteria_the_backup_and_what_is_left_by_hand(tmp_path: Path):
+    _database(tmp_path, "alkemio", {"row_count": {"passed": False, "severity": "ERROR"}}, {})
+    made = backup.Backup("var/runs/run-3/mysql-backup.sql.gz", 2_500_000, "ab" * 32, "2026-12-02T09:55:00Z", "taken")
+    backup.write_record(tmp_path, made)
+    findings = [
+        {"item": "disk", "ok": True, "message": "plenty", "severity": "error"},
+        {"item": "PostgreSQL version", "ok": False, "message": "PostgreSQL 15.20 works", "severity": "warning"},
+        {"item": "window estimate", "ok": True, "message": "about 3 minutes", "severity": "error"},
+    ]
+    (tmp_path / PREFLIGHT_RECORD).write_text(json.dumps({"source_bytes": 1, "findings": findings}))
+    text = render(gather(tmp_path), "run-3", folder=tmp_path)
+    for criterion, _ in SUCCESS_CRITERIA:
+        assert f"| {criterion} |" in text
+    assert "| All critical data verification checks pass | FAILED: alkemio.user: row_count |" in text
+    assert "| Performance is equal to or better than MySQL | open, for people:" in text
+    assert (
+        f"MySQL backup: taken var/runs/run-3/mysql-backup.sql.gz: 2.5 MB, made 2026-12-02T09:55:00Z, SHA-256 {'ab' * 32}."
+        in text
+    )
+    assert "- warning: PostgreSQL version: PostgreSQL 15.20 works" in text and "plenty" not in text
+    assert "- ok: window estimate: about 3 minutes" in text
+    assert "## Left to do by hand" in text and "The way back is the job rollback." in text
+    # a run without a backup says so
+    other = tmp_path / "other"
+    _database(other, "kratos", {}, {})
+    assert "MySQL backup: none recorded for this run." in render(gather(other), "run-4", folder=other)
