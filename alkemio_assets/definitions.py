@@ -17,6 +17,7 @@ from alkemio_assets.operations.monitor import MONITOR_JOB, monitor_checks, monit
 from alkemio_assets.operations.preflight import PREFLIGHT_KEY, preflight_asset
 from alkemio_assets.operations.report import REPORT_KEY, report_asset
 from alkemio_assets.operations.rollback import rollback_job
+from alkemio_assets.operations.schema import later_key, later_migrations_asset, prepare_schema_job
 from alkemio_assets.operations.verified import verified_asset, verified_key
 from resources import MySQLResource, PostgresResource
 
@@ -130,10 +131,11 @@ def pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
     if snapshot is None:
         return tables
     loaded = [k for a in assets_of(tables) for k in a.keys if k.path[1] == "postgres"]
+    later = [later_migrations_asset(pair, settings)] if pair.later else []
     return dg.Definitions.merge(
         tables,
         dg.Definitions(
-            assets=[verified_asset(pair, settings, loaded, snapshot)],
+            assets=[verified_asset(pair, settings, loaded, snapshot), *later],
             asset_checks=[monitor_checks(pair, settings, snapshot)],
         ),
     )
@@ -144,10 +146,12 @@ def build_definitions(settings: Settings | None = None, engine: str | None = Non
     pairs = {pair.name: pair_definitions(pair, settings) for pair in settings.pairs}
     keys = {k for d in pairs.values() for a in assets_of(d) for k in a.keys}
     verified = [verified_key(p) for p in settings.pairs if verified_key(p) in keys]
+    # the report waits for the later migrations too: it shows the versions after them
+    upstream = verified + [later_key(p) for p in settings.pairs if later_key(p) in keys]
     # the ERROR checks (blocking): what the cut-over reads before it goes
     gates = [spec.key for d in pairs.values() for a in assets_of(d) for spec in a.check_specs if spec.blocking]
     report = (
-        dg.Definitions(assets=[report_asset(settings, verified), cutover_asset(settings, gates)])
+        dg.Definitions(assets=[report_asset(settings, upstream), cutover_asset(settings, gates)])
         if verified
         else dg.Definitions()
     )
@@ -169,7 +173,7 @@ def build_definitions(settings: Settings | None = None, engine: str | None = Non
         automation,
         dg.Definitions(
             resources=build_resources(settings),
-            jobs=[*build_jobs(pairs, bool(verified)), rollback_job(settings)],
+            jobs=[prepare_schema_job(settings), *build_jobs(pairs, bool(verified)), rollback_job(settings)],
             executor=executor(engine),
         ),
     )

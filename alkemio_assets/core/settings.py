@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,20 @@ class AppSetting:
 
 
 @dataclass(frozen=True)
+class SchemaStep:
+    """How a target schema is made or migrated further (migration.toml `schema` / `later`, or
+    NAME_SCHEMA_COMMAND / NAME_SCHEMA_FILE, NAME_LATER_COMMAND / NAME_LATER_FILE): the
+    application's own migration command, or a SQL file; one of the two."""
+
+    command: tuple[str, ...] = ()  # run without a shell, in `cwd`, the target in its environment
+    file: Path | None = None
+    cwd: Path | None = None
+
+    def describe(self) -> str:
+        return f"`{' '.join(self.command)}`" if self.command else f"{self.file}"
+
+
+@dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
 
@@ -115,6 +130,8 @@ class DatabasePair:
     seed_tables: Mapping[str, SeedTable] = field(default_factory=dict)  # seed's name -> this schema's
     versions: VersionPin | None = None
     app_setting: AppSetting | None = None
+    schema: SchemaStep | None = None  # makes the empty target schema (job prepare_schema)
+    later: SchemaStep | None = None  # the application's migrations after the baseline, after the load
 
     def seed_names(self) -> dict[str, str]:
         """The seed's table names that this schema calls otherwise, or has no table for, and why."""
@@ -147,6 +164,7 @@ class Settings:
     backup_max_hours: int = 24  # a backup older than this is no proof
     quiet_seconds: int = 10  # the source must not change for this long before the export (0: not looked at)
     extra_databases: tuple[str, ...] = ()  # target databases the applications need besides the pairs'
+    replace_target: bool = False  # schema preparation may drop a target that holds application data
 
     @property
     def fetch(self) -> Fetch:
@@ -180,6 +198,22 @@ def _positive(env: Mapping[str, str], var: str, default: int, what: str, problem
 
 def _text(env: Mapping[str, str], var: str, default: str) -> str:
     return env.get(var, "").strip() or default
+
+
+def _schema_step(
+    entry: Mapping, env: Mapping[str, str], prefix: str, kind: str, where: str, problems: list[str]
+) -> SchemaStep | None:
+    """A schema step from migration.toml, the environment's NAME_SCHEMA_* / NAME_LATER_* first."""
+    command = env.get(f"{prefix}_{kind.upper()}_COMMAND", "").strip() or entry.get("command", "")
+    file = env.get(f"{prefix}_{kind.upper()}_FILE", "").strip() or str(entry.get("file", "")).strip()
+    if isinstance(command, str):
+        command = shlex.split(command)
+    if not command and not file:
+        return None
+    if command and file:
+        problems.append(f"{where}: a command or a file, not both ({prefix}_{kind.upper()}_COMMAND / _FILE)")
+    cwd = str(entry.get("cwd", "")).strip()
+    return SchemaStep(tuple(command), REPO_ROOT / file if file else None, REPO_ROOT / cwd if cwd else None)
 
 
 def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tuple[DatabasePair, ...]:
@@ -239,6 +273,10 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                     f"and form = one of {list(APP_SETTING_FORMS)}"
                 )
             app_setting = AppSetting(variable, form)
+        steps = {
+            kind: _schema_step(entry.get(kind, {}), env, prefix, kind, f"databases.{name}.{kind}", problems)
+            for kind in ("schema", "later")
+        }
         pairs.append(
             DatabasePair(
                 name=name,
@@ -256,6 +294,8 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                 seed_tables=seed_tables,
                 versions=versions,
                 app_setting=app_setting,
+                schema=steps["schema"],
+                later=steps["later"],
             )
         )
     return tuple(pairs)
@@ -340,6 +380,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
     backup = env.get("MIGRATION_BACKUP", "").strip()
     backup_hours = _positive(env, "MIGRATION_BACKUP_MAX_HOURS", 24, "hours a backup stays proof", problems)
     quiet = _positive(env, "MIGRATION_QUIET_SECONDS", 10, "seconds the source must be quiet (0: off)", problems, 0)
+    replace_target = _text(env, "MIGRATION_REPLACE_TARGET", "no").lower() in ("yes", "true", "1")
     extra = config.get("target", {}).get("databases", [])
     if "MIGRATION_EXTRA_DATABASES" in env:
         extra = [name.strip() for name in env["MIGRATION_EXTRA_DATABASES"].split(",") if name.strip()]
@@ -369,4 +410,5 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
         backup_max_hours=backup_hours,
         quiet_seconds=quiet,
         extra_databases=tuple(extra),
+        replace_target=replace_target,
     )

@@ -16,6 +16,7 @@ from alkemio_assets.operations.verified import VERIFICATION
 from alkemio_assets.stages.run_log import RunEvent, read_events, record, run_log_path
 
 REPORT_KEY = dg.AssetKey(["migration", "report"])
+LATER_RECORD = "later_migrations.json"  # what the later migrations changed, per database folder
 
 
 # The seed's checklist items no machine can decide here: the report lists them for a person.
@@ -124,6 +125,7 @@ def gather(folder: Path) -> dict:
     for manifest_path in sorted(folder.glob("*/migration_manifest.json")):
         manifest = json.loads(manifest_path.read_text())
         verification = manifest_path.parent / VERIFICATION
+        later = manifest_path.parent / LATER_RECORD
         databases[manifest["database"]] = {
             "outcome": manifest["outcome"],
             "started_at": manifest.get("started_at"),
@@ -141,6 +143,7 @@ def gather(folder: Path) -> dict:
                 for name, t in sorted(manifest["tables"].items())
             },
             "database_checks": json.loads(verification.read_text()) if verification.exists() else {},
+            "later_migrations": json.loads(later.read_text()) if later.exists() else None,
         }
     return databases
 
@@ -212,6 +215,13 @@ def render(
             lines += [
                 f"Application migrations: MySQL at `{versions['source']}` ({versions['source_count']} in its ledger), "
                 f"PostgreSQL at `{versions['target']}` ({versions['target_count']}).",
+                "",
+            ]
+        if later := db.get("later_migrations"):
+            lines += [
+                f"Later migrations: PostgreSQL from `{later['before']}` to `{later['after']}`, then verified against "
+                f"MySQL again: {'; '.join(later['problems']) or 'every table equal'}.",
+                *(f"- {change}" for change in later["changed"]),
                 "",
             ]
         renamed = (seed_names or {}).get(name, {})

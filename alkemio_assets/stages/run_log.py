@@ -28,7 +28,7 @@ Status = Literal["started", "in_progress", "completed", "failed", "rolled_back"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 RUN_LOG = "migration_log.jsonl"
 # what wrote an event besides a migration's own steps: the jobs around the load
-Action = Literal["migration", "cutover", "rollback", "monitor"]
+Action = Literal["migration", "schema", "cutover", "rollback", "monitor"]
 
 
 @dataclass(frozen=True)
