@@ -4,8 +4,10 @@ and the schema contract on `DB/source_catalog`."""
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import dagster as dg
 from psycopg import sql
@@ -236,6 +238,104 @@ def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
     )
 
 
+PARITY_RUNS = 7  # timed runs per query and side, after one to warm the caches
+SLOWER = 1.2  # PostgreSQL is slower when its median passes MySQL's by this factor ...
+NOISE_MS = 1.0  # ... and by more than this many milliseconds
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One query's medians on both sides and the rows each returned."""
+
+    name: str
+    mysql_ms: float
+    postgres_ms: float
+    mysql_rows: int
+    postgres_rows: int
+    plan: str = ""  # PostgreSQL's plan when it is slower
+
+    @property
+    def slower(self) -> bool:
+        return self.postgres_ms > self.mysql_ms * SLOWER and self.postgres_ms - self.mysql_ms > NOISE_MS
+
+    @property
+    def verdict(self) -> str:
+        if self.mysql_rows != self.postgres_rows:
+            return "different answer"  # a read the application relies on returns other rows
+        return "slower on PostgreSQL" if self.slower else "as fast or faster"
+
+
+def _median_ms(run: Callable[[], int]) -> tuple[float, int]:
+    rows = run()  # warm-up
+    times = []
+    for _ in range(PARITY_RUNS):
+        started = time.perf_counter()
+        rows = run()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), rows
+
+
+def side_by_side(timings: list[Timing]) -> str:
+    rows = [
+        f"| {t.name} | {t.mysql_ms:.2f} | {t.postgres_ms:.2f} | {t.mysql_rows} / {t.postgres_rows} | {t.verdict} |"
+        for t in timings
+    ]
+    return "\n".join(["| query | MySQL ms | PostgreSQL ms | rows | |", "|---|---|---|---|---|", *rows])
+
+
+def query_parity(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
+    """The seed's "performance equal to or better than MySQL": each configured read timed on both
+    sides (median of PARITY_RUNS); a slower one named with PostgreSQL's plan and the index
+    suggestions of the checks query_plans and indexes."""
+    timings = []
+    with (
+        ctx.mysql.connect(ctx.pair.source_database) as my,
+        my.cursor() as cur,
+        ctx.postgres.connect(ctx.pair.target_database) as pg,
+    ):
+        for query in ctx.pair.queries:
+            cur.execute(query.sample)
+            found = cur.fetchone()
+            if found is None:
+                continue  # nothing to look up: the sample found no row
+            value = next(iter(found.values()))
+
+            def on_mysql(q: str = query.mysql, v: object = value) -> int:
+                cur.execute(q, (v,))
+                return len(cur.fetchall())
+
+            def on_postgres(q: str = query.postgres, v: object = value) -> int:
+                return len(pg.execute(q, (v,)).fetchall())  # type: ignore[call-overload]
+
+            (mysql_ms, mysql_rows), (postgres_ms, postgres_rows) = _median_ms(on_mysql), _median_ms(on_postgres)
+            timing = Timing(query.name, mysql_ms, postgres_ms, mysql_rows, postgres_rows)
+            if timing.slower:
+                plan = pg.execute(f"EXPLAIN {query.postgres}", (value,)).fetchall()  # type: ignore[call-overload]
+                timing = replace(timing, plan="\n".join(row[0] for row in plan))
+            timings.append(timing)
+    slow = [t for t in timings if t.slower]
+    return _result(
+        ctx,
+        "query_parity",
+        not slow and all(t.verdict != "different answer" for t in timings),
+        WARN,
+        side_by_side=dg.MetadataValue.md(side_by_side(timings)),
+        slower=dg.MetadataValue.md(
+            "\n\n".join(
+                f"**{t.name}**: {t.postgres_ms:.2f} ms against {t.mysql_ms:.2f} ms on MySQL. PostgreSQL's plan:\n\n"
+                + "\n".join(f"    {line}" for line in t.plan.splitlines())
+                for t in slow
+            )
+            + (
+                "\n\nThe CREATE INDEX statements of the checks query_plans and indexes are the first remedy."
+                if slow
+                else ""
+            )
+            or "none"
+        ),
+    )
+
+
 def schema_contract(
     pair: DatabasePair,
     source: Catalog,
@@ -285,6 +385,9 @@ DEFERRED_CHECK = {
         "No orphan row for the foreign keys whose parent loads after their table (cycle edges).",
     ),
 }
+PARITY_CHECK = {
+    "query_parity": (query_parity, WARN, "Representative reads as fast on PostgreSQL as on MySQL (median of runs)."),
+}
 REFERENCE_CHECK = {
     "cross_database_references": (cross_database_references, ERROR, "References into another database resolve."),
 }
@@ -300,4 +403,6 @@ def checks_for(
         chosen.update(KRATOS_CHECKS)
     if pair.references:
         chosen.update(REFERENCE_CHECK)
+    if pair.queries:
+        chosen.update(PARITY_CHECK)
     return chosen

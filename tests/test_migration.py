@@ -21,6 +21,7 @@ from alkemio_assets.core.settings import Settings
 from alkemio_assets.definitions import build_definitions
 from alkemio_assets.operations.app_env import backup_path, env_values, postgres_settings, switch_to_postgres
 from alkemio_assets.operations.monitor import MONITOR_CHECKS, MONITOR_JOB, SCHEDULE, monitoring_tick
+from alkemio_assets.operations.preflight import rehearsal_rate
 from alkemio_assets.stages.manifest import MANIFEST
 from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
@@ -252,7 +253,9 @@ def test_key_ranges_move_every_value(generated_source, target_databases, tmp_pat
     assert len(split) > 20, split
 
 
-def test_the_run_log_records_each_step_and_the_verdict(migrated, instance: dg.DagsterInstance):
+def test_the_run_log_records_each_step_and_the_verdict_and_a_rehearsal_again_gives_the_same(
+    migrated, instance: dg.DagsterInstance
+):
     settings, _, result = migrated
     events = read_events(run_log_path(settings), result.run_id)
     for database in ("alkemio", "kratos"):
@@ -267,6 +270,27 @@ def test_the_run_log_records_each_step_and_the_verdict(migrated, instance: dg.Da
     assert {(e.action, e.database) for e in events[-2:]} == {("monitor", "alkemio"), ("monitor", "kratos")}
     report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
     assert "## Run log" in report and "| completed | alkemio |" in report
+
+    # a rehearsal: the whole migration again on the same target is safe and gives the same
+    # result, and the measured rate of the last one is what the preflight estimates the window by
+    rate = rehearsal_rate(settings)
+    assert rate is not None and rate[0] > 0 and rate[1].startswith(f"the rehearsal {result.run_id} (")
+    again = run_job(settings, instance, "migrate_all")
+    assert again.success and failed_error_checks(again) == []
+    for database in ("alkemio", "kratos"):
+        loaded = [
+            {
+                t: e.get("loaded_rows")
+                for t, e in json.loads((settings.workdir / "runs" / r / database / MANIFEST).read_text())[
+                    "tables"
+                ].items()
+            }
+            for r in (result.run_id, again.run_id)
+        ]
+        assert loaded[0] == loaded[1], database
+    (preflight,) = again.asset_materializations_for_node("migration__preflight")
+    assert "| ok | window estimate | about 0 minutes for " in preflight.metadata["findings"].value
+    assert f"(the rehearsal {result.run_id} (" in preflight.metadata["findings"].value
 
 
 def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
@@ -302,40 +326,10 @@ def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
     assert "cut-over refused" in message and "never evaluated" in message and " more" in message
 
 
-def test_rollback_restores_the_env_file_proves_mysql_intact_and_sees_a_changed_row(
-    migrated, mysql: MySQLResource, instance, tmp_path
-):
-    settings, databases, result = migrated
-    env_file = tmp_path / ".env.docker"
-    on_mysql = "DATABASE_TYPE=mysql\nDATABASE_HOST=mysql\nDATABASE_PASSWORD=kept\n"
-    env_file.write_text(on_mysql)
-    settings = replace(settings, app_env_file=env_file)
-    switch_to_postgres(settings)  # what the cut-over does (its own test runs it as an asset)
-    defs = build_definitions(settings)
-    proved = defs.resolve_job_def("rollback").execute_in_process(instance=instance, raise_on_error=False)
-    assert proved.success, failure_message(proved)
-    assert env_file.read_text() == on_mysql
-    restored, event = read_events(run_log_path(settings), result.run_id, action="rollback")
-    assert restored.status == "in_progress" and str(env_file) in restored.message
-    assert event.status == "rolled_back" and event.message.startswith("MySQL intact: ")
-    assert f"as run {result.run_id} exported them" in event.message
-
-    with mysql.connect(databases["alkemio"]) as conn, conn.cursor() as cur:
-        cur.execute("UPDATE tagset SET version = version + 1 ORDER BY id LIMIT 1")
-    changed = defs.resolve_job_def("rollback").execute_in_process(instance=instance, raise_on_error=False)
-    assert not changed.success
-    message = failure_message(changed)
-    assert (
-        f"MySQL is not as run {result.run_id} exported it: alkemio.tagset changed on MySQL since the export" in message
-    )
-    assert "kratos." not in message  # only the changed table is named
-    assert read_events(run_log_path(settings), result.run_id)[-1].status == "failed"
-
-
-def test_the_monitor_after_the_cutover_holds_then_names_an_orphan_a_sequence_behind_and_fewer_rows(
-    migrated, postgres: PostgresResource, instance
-):
-    settings, databases, result = migrated  # migrate_all ended with the cut-over
+def the_monitor_holds_then_names_an_orphan_a_sequence_behind_and_fewer_rows(
+    settings: Settings, databases: dict[str, str], result, postgres: PostgresResource, instance
+) -> None:
+    """After the cut-over (migrate_all ended with it): the schedule, and two evaluations."""
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def(SCHEDULE)
     assert schedule.cron_schedule == "0 * * * *" and schedule.job_name == MONITOR_JOB
@@ -366,3 +360,38 @@ def test_the_monitor_after_the_cutover_holds_then_names_an_orphan_a_sequence_beh
     assert "| reference |" in failed["monitor_row_counts"].metadata["fewer_rows"].value
     last = read_events(run_log_path(settings), result.run_id, action="monitor")[-2:]
     assert {(e.database, e.status) for e in last} == {("alkemio", "failed"), ("kratos", "in_progress")}
+
+
+def test_after_the_cutover_the_monitor_watches_and_the_rollback_restores_the_env_file_and_proves_mysql(
+    migrated, mysql: MySQLResource, postgres: PostgresResource, instance, tmp_path
+):
+    """One migration for both (each would cost one): the monitor breaks PostgreSQL only, the
+    rollback reads MySQL only."""
+    settings, databases, result = migrated
+    the_monitor_holds_then_names_an_orphan_a_sequence_behind_and_fewer_rows(
+        settings, databases, result, postgres, instance
+    )
+    env_file = tmp_path / ".env.docker"
+    on_mysql = "DATABASE_TYPE=mysql\nDATABASE_HOST=mysql\nDATABASE_PASSWORD=kept\n"
+    env_file.write_text(on_mysql)
+    settings = replace(settings, app_env_file=env_file)
+    switch_to_postgres(settings)  # what the cut-over does (its own test runs it as an asset)
+    defs = build_definitions(settings)
+    proved = defs.resolve_job_def("rollback").execute_in_process(instance=instance, raise_on_error=False)
+    assert proved.success, failure_message(proved)
+    assert env_file.read_text() == on_mysql
+    restored, event = read_events(run_log_path(settings), result.run_id, action="rollback")
+    assert restored.status == "in_progress" and str(env_file) in restored.message
+    assert event.status == "rolled_back" and event.message.startswith("MySQL intact: ")
+    assert f"as run {result.run_id} exported them" in event.message
+
+    with mysql.connect(databases["alkemio"]) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE tagset SET version = version + 1 ORDER BY id LIMIT 1")
+    changed = defs.resolve_job_def("rollback").execute_in_process(instance=instance, raise_on_error=False)
+    assert not changed.success
+    message = failure_message(changed)
+    assert (
+        f"MySQL is not as run {result.run_id} exported it: alkemio.tagset changed on MySQL since the export" in message
+    )
+    assert "kratos." not in message  # only the changed table is named
+    assert read_events(run_log_path(settings), result.run_id)[-1].status == "failed"

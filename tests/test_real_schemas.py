@@ -133,7 +133,8 @@ def test_a_nullable_flag_keeps_its_null(real_migrated, postgres):
     with postgres.connect(databases["kratos"]) as conn:
         assert conn.execute("SELECT count(*) FROM sessions WHERE active IS NULL").fetchone()[0] > 0
     fingerprint = [
-        e for e in result.get_asset_check_evaluations()
+        e
+        for e in result.get_asset_check_evaluations()
         if e.asset_key.to_user_string() == "kratos/postgres/sessions" and e.check_name == "content_fingerprint"
     ]
     assert fingerprint and all(e.passed for e in fingerprint)
@@ -241,7 +242,9 @@ def test_duplicates_under_a_unique_key_only_the_target_has_stop_before_any_data_
             )
     plans = _plans(settings, mysql, postgres, "kratos", database)
     (problem,) = unique_violations(mysql, pair, [plans["session_devices"]])
-    assert problem.startswith("kratos.session_devices: the target is unique on (nid, session_id, ip_address, user_agent)")
+    assert problem.startswith(
+        "kratos.session_devices: the target is unique on (nid, session_id, ip_address, user_agent)"
+    )
     assert f"('{network}', '{session}', '10.0.0.1', 'Firefox') 2 times" in problem
     assert "'firefox'" not in problem
 
@@ -256,7 +259,9 @@ def test_a_stale_name_is_a_contract_error_in_refresh_catalogs_own_output(
     config.write_text(text.replace('"post", "activity",', '"post", "comment", "activity",', 1))
     settings = migration_settings(real_source_databases, str(tmp_path / "work"), config_path=config)
     result = run_job(settings, instance, "refresh_catalog")
-    (contract,) = [e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "alkemio/source_catalog"]
+    (contract,) = [
+        e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == "alkemio/source_catalog"
+    ]
     assert not contract.passed
     expected = "migration.toml databases.alkemio.critical_tables: 'comment' is not a target table"
     assert expected in contract.metadata["problems"].value
@@ -271,3 +276,19 @@ def test_every_file_a_run_writes_is_its_owners_alone(real_migrated):
     assert len(written) > 100 and (folder / "cutover.env") in written
     loose = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in written if p.stat().st_mode & 0o077]
     assert loose == []
+
+
+def test_the_seeds_reads_are_timed_side_by_side_and_in_the_report(real_migrated):
+    settings, _, result = real_migrated
+    evaluated = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
+    for name in ("alkemio", "kratos"):
+        parity = evaluated[(f"{name}/verified", "query_parity")]
+        assert parity.severity == dg.AssetCheckSeverity.WARN
+        table = parity.metadata["side_by_side"].value
+        for query in settings.pair(name).queries:
+            (row,) = [line for line in table.splitlines() if line.startswith(f"| {query.name} |")]
+            mysql_rows, postgres_rows = row.split("|")[4].split(" / ")
+            assert int(mysql_rows) == int(postgres_rows) > 0, query.name  # the same answer on both sides
+            assert row in report
+        assert parity.passed == ("slower on PostgreSQL" not in table)

@@ -56,7 +56,9 @@ def read_target(connection: Any, table: str, kind: str) -> tuple[str | None, int
     return _newest(rows), len(rows)
 
 
-def read_versions(mysql: Any, postgres: Any, source_database: str, target_database: str, ledger: str, kind: str) -> Versions:
+def read_versions(
+    mysql: Any, postgres: Any, source_database: str, target_database: str, ledger: str, kind: str
+) -> Versions:
     """Both sides' newest application migration (resources: MySQLResource, PostgresResource).
     A missing ledger reads as no migration at all."""
     try:

@@ -115,6 +115,17 @@ class SchemaStep:
 
 
 @dataclass(frozen=True)
+class ReadQuery:
+    """A representative read of the application, timed on both sides after the load (the seed:
+    performance equal to or better than MySQL's); `%s` takes the value `sample` picks on MySQL."""
+
+    name: str
+    sample: str  # a MySQL query whose first row's first column is the value looked up
+    mysql: str
+    postgres: str
+
+
+@dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
 
@@ -132,6 +143,7 @@ class DatabasePair:
     app_setting: AppSetting | None = None
     schema: SchemaStep | None = None  # makes the empty target schema (job prepare_schema)
     later: SchemaStep | None = None  # the application's migrations after the baseline, after the load
+    queries: tuple[ReadQuery, ...] = ()  # timed on both sides after the load (check query_parity)
 
     def seed_names(self) -> dict[str, str]:
         """The seed's table names that this schema calls otherwise, or has no table for, and why."""
@@ -277,6 +289,15 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
             kind: _schema_step(entry.get(kind, {}), env, prefix, kind, f"databases.{name}.{kind}", problems)
             for kind in ("schema", "later")
         }
+        queries = []
+        for spec in entry.get("queries", ()):
+            fields = {k: str(spec.get(k, "")).strip() for k in ("name", "sample", "mysql", "postgres")}
+            if not all(fields.values()):
+                problems.append(
+                    f"migration.toml: databases.{name}.queries: {fields['name'] or '?'} needs name, "
+                    "sample (a MySQL query picking the value), mysql and postgres (each with one %s)"
+                )
+            queries.append(ReadQuery(**fields))
         pairs.append(
             DatabasePair(
                 name=name,
@@ -296,6 +317,7 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
                 app_setting=app_setting,
                 schema=steps["schema"],
                 later=steps["later"],
+                queries=tuple(queries),
             )
         )
     return tuple(pairs)

@@ -83,10 +83,7 @@ def run_events(context: dg.AssetExecutionContext, settings: Settings, pair: Data
     path = run_log_path(settings)
 
     def note(status: Status, message: str) -> None:
-        try:
-            record(path, status, f"{pair.name}: {message}", context.run.run_id, pair.name)
-        except OSError as exc:
-            context.log.error(f"the run log {path} could not be written ({status}): {exc}")
+        record(path, status, f"{pair.name}: {message}", context.run.run_id, pair.name, say=context.log.error)
         context.instance.add_run_tags(context.run.run_id, {f"alkemio/{key_part(pair.name)}": status})
 
     return note

@@ -56,7 +56,9 @@ def cutover_asset(settings: Settings, gates: Sequence[dg.AssetCheckKey] = ()) ->
                 + "; ".join(refused[:SHOWN])
                 + more
             )
-            record(run_log_path(settings), "failed", message, context.run.run_id, action="cutover")
+            record(
+                run_log_path(settings), "failed", message, context.run.run_id, action="cutover", say=context.log.error
+            )
             raise dg.Failure(
                 message,
                 metadata={"refused": dg.MetadataValue.md("\n".join(f"- {r}" for r in refused))},
@@ -80,7 +82,7 @@ def cutover_asset(settings: Settings, gates: Sequence[dg.AssetCheckKey] = ()) ->
             done = f"cut-over: {env_file} points at PostgreSQL ({len(values)} lines; as before in {backup.name})"
         else:
             done = f"cut-over: settings in {folder / 'cutover.env'}; no MIGRATION_APP_ENV_FILE to rewrite"
-        record(run_log_path(settings), "completed", done, folder.name, action="cutover")
+        record(run_log_path(settings), "completed", done, folder.name, action="cutover", say=context.log.error)
         context.log.info(done)
         return dg.MaterializeResult(metadata=metadata)
 

@@ -130,6 +130,7 @@ def monitor_checks(pair: DatabasePair, settings: Settings, snapshot: Snapshot) -
             run_id,
             pair.name,
             action="monitor",
+            say=context.log.error,
         )
         yield check_result(
             key,

@@ -15,10 +15,11 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import psycopg
@@ -76,6 +77,7 @@ MYSQL_ERRORS: dict[int, str] = {
     1044: "{user} may not use database {database}: GRANT SELECT ON `{database}`.* TO {user}",
     1049: "database {database} does not exist on MySQL: check {name}_MYSQL_DATABASE",
     1142: "{user} lacks SELECT on {database}: GRANT SELECT ON `{database}`.* TO {user}",
+    3159: "the server requires TLS for {user} (require_secure_transport=ON): connect over TLS",
     2003: "no MySQL server answers at {server}: is it running, and are MYSQL_HOST / MYSQL_PORT right?",
     2059: "the server wants an authentication plugin PyMySQL cannot use for {user}",
 }
@@ -87,7 +89,7 @@ POSTGRES_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r'role "[^"]*" does not exist'), "no role {user} on PostgreSQL: check DATABASE_USERNAME"),
     (
         re.compile(r'database "[^"]*" does not exist'),
-        "database {database} does not exist on PostgreSQL: create it (runbook step 1), or check {name}_DATABASE_NAME",
+        "database {database} does not exist on PostgreSQL: create it (job prepare_schema, runbook step 3), or check {name}_DATABASE_NAME",
     ),
     (
         re.compile(r"no pg_hba.conf entry|SSL .*required|requires SSL", re.I),
@@ -244,7 +246,7 @@ def extra_database(postgres: PostgresResource, name: str) -> Finding:
                     item,
                     False,
                     f"database {name} does not exist and '{postgres.user}' may not create it: "
-                    f"CREATE DATABASE {name} (runbook step 1), or leave it out of migration.toml [target]",
+                    f"CREATE DATABASE {name} (runbook step 3), or leave it out of migration.toml [target]",
                 )
             postgres.create_database(name)
             return Finding(item, True, f"database {name} created, empty: its application migrates it when it starts")
@@ -287,6 +289,20 @@ def source_findings(settings: Settings, mysql: MySQLResource) -> tuple[list[Find
     return found, total
 
 
+def missing_extensions(cur: Any, item: str, names: Sequence[str]) -> list[Finding]:
+    """The extensions the target schema needs that the server cannot install."""
+    found = []
+    for name in names:
+        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (name,))
+        if cur.fetchone() is None:
+            found.append(
+                Finding(
+                    f"{item} extension {name}", False, f"the server has no {name} extension: install postgresql-contrib"
+                )
+            )
+    return found
+
+
 def target_findings(settings: Settings, postgres: PostgresResource) -> list[Finding]:
     """Per target database: reachable; the right to bypass foreign-key triggers; the extensions;
     the server's version."""
@@ -299,17 +315,7 @@ def target_findings(settings: Settings, postgres: PostgresResource) -> list[Find
                 version = conn.info.server_version
                 with conn.cursor() as cur:
                     bypass_foreign_keys(cur)
-                    for name in EXTENSIONS:
-                        cur.execute("SELECT installed_version FROM pg_available_extensions WHERE name = %s", (name,))
-                        row = cur.fetchone()
-                        if row is None:
-                            found.append(
-                                Finding(
-                                    f"{item} extension {name}",
-                                    False,
-                                    f"the server has no {name} extension: install postgresql-contrib",
-                                )
-                            )
+                    found += missing_extensions(cur, item, EXTENSIONS)
         except psycopg.Error as exc:
             where = {"user": user, "server": server, "database": pair.target_database, "name": pair.name.upper()}
             found.append(Finding(item, False, explain_postgres(exc, **where)))

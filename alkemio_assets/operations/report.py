@@ -247,6 +247,9 @@ def render(
             ),
             "",
         ]
+        for check, r in db["database_checks"].items():
+            if "side_by_side" in r:
+                lines += [f"{check}:", "", r["side_by_side"], ""]
     if events:
         lines += ["## Run log", "", *events_table(events), ""]
     lines += ["## Manual checklist (the seed's items no machine decides here)", ""]
@@ -271,9 +274,21 @@ def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDe
         log = run_log_path(settings)
         failed = failed_errors(databases)
         if failed:
-            record(log, "failed", f"ERROR checks failed, cut-over blocked: {', '.join(failed)}", folder.name)
+            record(
+                log,
+                "failed",
+                f"ERROR checks failed, cut-over blocked: {', '.join(failed)}",
+                folder.name,
+                say=context.log.error,
+            )
         else:
-            record(log, "completed", f"every ERROR check passed: {', '.join(databases)}", folder.name)
+            record(
+                log,
+                "completed",
+                f"every ERROR check passed: {', '.join(databases)}",
+                folder.name,
+                say=context.log.error,
+            )
         events = read_events(log, folder.name)  # the reported run's
         (folder / "report.json").write_text(json.dumps(databases, indent=1, sort_keys=True) + "\n")
         seeds = {pair.name: pair.seed_names() for pair in settings.pairs}

@@ -12,6 +12,7 @@ MySQL or PostgreSQL.
 import json
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -110,8 +111,9 @@ def rollback_job(settings: Settings) -> dg.JobDefinition:
         """Point the env file back at MySQL; read every exported table again and compare; record
         the rollback; list the manual steps."""
         folder = exported_run(settings, config.run_id or None)
+        note = partial(record, run_log_path(settings), run_id=folder.name, action="rollback", say=context.log.error)
         if restored := switch_to_mysql(settings):
-            record(run_log_path(settings), "in_progress", f"rollback: {restored}", folder.name, action="rollback")
+            note("in_progress", f"rollback: {restored}")
             context.log.info(f"env file back on MySQL: {restored}")
         proofs = prove_intact(settings, mysql, postgres, folder)
         changed = [p.describe() for p in proofs if not p.intact]
@@ -119,18 +121,12 @@ def rollback_job(settings: Settings) -> dg.JobDefinition:
         steps = "\n".join(f"{i}. {step}" for i, step in enumerate(manual, 1))
         if changed:
             message = f"MySQL is not as run {folder.name} exported it: " + "; ".join(changed)
-            record(run_log_path(settings), "failed", f"rollback: {message}", folder.name, action="rollback")
+            note("failed", f"rollback: {message}")
             raise dg.Failure(
                 message + "\nInvestigate before starting the applications on MySQL.",
                 metadata={"changed": dg.MetadataValue.md("\n".join(f"- {c}" for c in changed))},
             )
-        record(
-            run_log_path(settings),
-            "rolled_back",
-            f"MySQL intact: {len(proofs)} tables, rows and bytes as run {folder.name} exported them",
-            folder.name,
-            action="rollback",
-        )
+        note("rolled_back", f"MySQL intact: {len(proofs)} tables, rows and bytes as run {folder.name} exported them")
         context.log.info(
             f"MySQL is intact: {len(proofs)} tables, rows and bytes as run {folder.name} exported them. "
             f"Left to do by hand:\n{steps}"

@@ -26,6 +26,7 @@ import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -188,14 +189,21 @@ def prepare_schema_job(settings: Settings) -> dg.JobDefinition:
         )
         def target_schema(context: dg.OpExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
             """Apply the configured schema step to the empty target and prove it."""
-            log = run_log_path(settings)
+            note = partial(
+                record,
+                run_log_path(settings),
+                run_id=context.run.run_id,
+                database=pair.name,
+                action="schema",
+                say=context.log.error,
+            )
             try:
                 done = prepare(pair, settings, mysql, postgres)
             except (SchemaError, ValueError) as exc:
-                record(log, "failed", f"schema: {exc}", context.run.run_id, pair.name, action="schema")
+                note("failed", f"schema: {exc}")
                 raise dg.Failure(str(exc)) from exc
             message = f"schema: {pair.name}: {done['how']}; ledger {done['before']!r} -> {done['after']!r}"
-            record(log, "completed", message, context.run.run_id, pair.name, action="schema")
+            note("completed", message)
             context.log.info(message)
             return dg.Output(
                 None,
@@ -312,14 +320,22 @@ def later_migrations_asset(pair: DatabasePair, settings: Settings) -> dg.AssetsD
     def later_migrations(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
         """Run the later migrations, then verify rows and content against MySQL again."""
         assert pair.later is not None
-        log, folder = run_log_path(settings), settings.workdir / "runs" / context.run.run_id
+        folder = settings.workdir / "runs" / context.run.run_id
         if not (folder / pair.name / MANIFEST).exists():  # run alone: against the newest load
             folder = exported_run(settings, None)
+        note = partial(  # under the migration whose data it changes
+            record,
+            run_log_path(settings),
+            run_id=folder.name,
+            database=pair.name,
+            action="schema",
+            say=context.log.error,
+        )
         before = target_version(postgres, pair)
         try:
             apply_step(pair.later, postgres, pair.target_database, f"{pair.name} later migrations")
         except SchemaError as exc:
-            record(log, "failed", f"later migrations: {exc}", context.run.run_id, pair.name, action="schema")
+            note("failed", f"later migrations: {exc}")
             raise dg.Failure(str(exc)) from exc
         after = target_version(postgres, pair)
         problems, changed, compared = reverify(pair, settings, mysql, postgres, folder)
@@ -327,13 +343,9 @@ def later_migrations_asset(pair: DatabasePair, settings: Settings) -> dg.AssetsD
             json.dumps({"before": before, "after": after, "changed": changed, "problems": problems}, indent=1) + "\n"
         )
         outcome = "; ".join(problems) if problems else f"{compared} tables equal to MySQL again"
-        record(
-            log,
+        note(
             "failed" if problems else "completed",
             f"later migrations: {pair.name}: ledger {before!r} -> {after!r}; {outcome}",
-            folder.name,
-            pair.name,
-            action="schema",
         )
         yield dg.MaterializeResult(
             metadata={

@@ -18,6 +18,14 @@ from resources import MySQLResource, PostgresResource
 VERIFICATION = "verification.json"
 
 
+def recorded(result: dg.AssetCheckResult) -> dict:
+    """A check's outcome for the report; a side-by-side table of evidence goes along."""
+    entry: dict[str, object] = {"passed": result.passed, "severity": result.severity.value}
+    if (table := result.metadata.get("side_by_side")) is not None:
+        entry["side_by_side"] = table.value
+    return entry
+
+
 def verified_key(pair: DatabasePair) -> dg.AssetKey:
     return dg.AssetKey([pair.name, "verified"])
 
@@ -50,10 +58,7 @@ def verified_asset(
         ]
         folder = settings.workdir / "runs" / context.run.run_id / pair.name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / VERIFICATION).write_text(
-            json.dumps({r.check_name: {"passed": r.passed, "severity": r.severity.value} for r in results}, indent=1)
-            + "\n"
-        )
+        (folder / VERIFICATION).write_text(json.dumps({r.check_name: recorded(r) for r in results}, indent=1) + "\n")
         with postgres.connect(pair.target_database) as conn:
             tables = first(conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
         yield dg.MaterializeResult(metadata={"tables": tables, "checks": len(results)})

@@ -56,5 +56,3 @@ def staged_orphans(duck: Any, tables: Mapping[str, TargetTable], paths: Mapping[
     for name in names.values():
         duck.execute(f"DROP TABLE {name}")
     return found
-
-

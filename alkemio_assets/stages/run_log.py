@@ -17,6 +17,7 @@ import getpass
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,8 +64,11 @@ def record(
     run_id: str | None = None,
     database: str | None = None,
     action: Action = "migration",
+    say: Callable[[str], None] | None = None,
 ) -> RunEvent:
-    """Append one event; the file is its owner's alone (it names hosts, users and databases)."""
+    """Append one event; the file is its owner's alone (it names hosts, users and databases).
+    With `say` (a run's logger), a log that cannot be written (a full disk) is said there and
+    never replaces the run's own outcome: the manifests stay the record of what moved."""
     if status not in STATUSES:
         raise ValueError(f"run log: status {status!r} is not one of {', '.join(STATUSES)}")
     event = RunEvent(
@@ -77,19 +81,24 @@ def record(
         database,
         action,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(asdict(event), ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if say is None:
+            raise
+        say(f"the run log {path} could not be written ({status}): {exc}")
     return event
 
 
 def read_events(path: Path, run_id: str | None = None, action: Action | None = None) -> list[RunEvent]:
     """The log's events in the order they were written (of one run, of one action, if given)."""
-    if not path.exists():
+    if not path.is_file():
         return []
     events = [RunEvent(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [e for e in events if (run_id is None or e.run_id == run_id) and (action is None or e.action == action)]

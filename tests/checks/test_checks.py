@@ -12,7 +12,7 @@ from conftest import failed_error_checks, failure_message, materialize_all, run_
 
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.definitions import build_definitions
-from checks.database_checks import DatabaseCheckContext, encoding
+from checks.database_checks import DatabaseCheckContext, Timing, encoding, side_by_side
 from resources import MySQLResource, PostgresResource
 
 pytestmark = pytest.mark.e2e
@@ -299,7 +299,9 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
     alone = run_job(settings, instance, "migrate_all", ["migration/cutover"])
     assert not alone.success
     message = failure_message(alone)
-    assert "cut-over refused, 1 of" in message and "alkemio/verified:cross_database_references: failed in run" in message
+    assert (
+        "cut-over refused, 1 of" in message and "alkemio/verified:cross_database_references: failed in run" in message
+    )
     assert not list((settings.workdir / "runs").rglob("cutover.env"))
 
 
@@ -359,3 +361,13 @@ def test_content_fingerprint_both_ways(
     finally:
         mysql.drop_database(db)
         postgres.drop_database(db)
+
+
+def test_a_read_is_slower_on_postgresql_only_past_the_factor_and_the_noise():
+    assert Timing("q", mysql_ms=2.0, postgres_ms=3.5, mysql_rows=1, postgres_rows=1).slower
+    assert not Timing("q", mysql_ms=2.0, postgres_ms=2.3, mysql_rows=1, postgres_rows=1).slower  # within 1.2x
+    assert not Timing("q", mysql_ms=0.2, postgres_ms=0.9, mysql_rows=1, postgres_rows=1).slower  # under 1 ms apart
+    table = side_by_side([Timing("a user by email", 2.0, 3.5, 1, 1), Timing("a space", 1.0, 0.5, 2, 2)])
+    assert "| a user by email | 2.00 | 3.50 | 1 / 1 | slower on PostgreSQL |" in table
+    assert "| a space | 1.00 | 0.50 | 2 / 2 | as fast or faster |" in table
+    assert Timing("q", mysql_ms=1.0, postgres_ms=0.5, mysql_rows=3, postgres_rows=2).verdict == "different answer"

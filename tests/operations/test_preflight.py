@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pymysql
 import pytest
 from conftest import failure_message, migration_settings, run_job
@@ -25,7 +26,9 @@ from alkemio_assets.operations.preflight import (
     backup_finding,
     disk_space,
     explain_mysql,
+    explain_postgres,
     extra_database,
+    missing_extensions,
     mysql_version,
     postgres_version,
     preflight,
@@ -73,6 +76,21 @@ def test_caching_sha2_password_without_tls_is_named_not_downgraded():
     assert "no need to downgrade to mysql_native_password" in message
 
 
+def test_tls_required_on_either_side_is_named():
+    mysql_refusal = pymysql.err.OperationalError(
+        3159, "Connections using insecure transport are prohibited while --require_secure_transport=ON."
+    )
+    said = explain_mysql(mysql_refusal, user="'migrator'", server="db:3306", database="alkemio", name="ALKEMIO")
+    assert said.startswith("the server requires TLS for 'migrator' (require_secure_transport=ON): connect over TLS")
+    postgres_refusal = psycopg.OperationalError(
+        'connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  no pg_hba.conf entry for '
+        'host "10.0.0.9", user "migrator", database "alkemio", no encryption'
+    )
+    said = explain_postgres(postgres_refusal, user="'migrator'", server="pg:5432", database="alkemio", name="ALKEMIO")
+    assert said.startswith("the server refuses 'migrator' without TLS (pg_hba.conf): set sslmode")
+    assert said.endswith("no encryption)")
+
+
 @pytest.mark.e2e
 def test_a_wrong_password_and_unknown_databases_are_named(mysql: MySQLResource, postgres: PostgresResource, tmp_path):
     settings = migration_settings({"alkemio": "nowhere_a", "kratos": "nowhere_k"}, str(tmp_path))
@@ -80,7 +98,7 @@ def test_a_wrong_password_and_unknown_databases_are_named(mysql: MySQLResource, 
     assert by_item["MySQL nowhere_a"].message.startswith("database nowhere_a does not exist on MySQL")
     assert "check ALKEMIO_MYSQL_DATABASE" in by_item["MySQL nowhere_a"].message
     assert by_item["PostgreSQL nowhere_k"].message == (
-        "database nowhere_k does not exist on PostgreSQL: create it (runbook step 1), or check KRATOS_DATABASE_NAME"
+        "database nowhere_k does not exist on PostgreSQL: create it (job prepare_schema, runbook step 3), or check KRATOS_DATABASE_NAME"
         ' (PostgreSQL: database "nowhere_k" does not exist)'
     )
     assert all(f.blocks for name, f in by_item.items() if "nowhere" in name)
@@ -242,3 +260,10 @@ def test_the_window_estimate_uses_the_last_rehearsal_here_else_the_benchmark(set
     events[2]["timestamp"] = "2026-12-01T10:10:00Z"
     log.write_text("".join(json.dumps(e) + "\n" for e in events))
     assert rehearsal_rate(mine) == (1_000_000.0, "the rehearsal rehearsal (2026-12-01T10:10:00Z)")
+
+
+def test_an_extension_the_server_cannot_install_is_named(postgres: PostgresResource):
+    with postgres.connect() as conn, conn.cursor() as cur:
+        (finding,) = missing_extensions(cur, "PostgreSQL alkemio", ["uuid-ossp", "no_such_extension"])
+    assert finding.blocks and finding.item == "PostgreSQL alkemio extension no_such_extension"
+    assert finding.message == "the server has no no_such_extension extension: install postgresql-contrib"

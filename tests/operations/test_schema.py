@@ -18,8 +18,6 @@ from alkemio_assets.stages.run_log import read_events, run_log_path
 from fixtures import HANDWRITTEN
 from resources import MySQLResource, PostgresResource
 
-pytestmark = pytest.mark.e2e
-
 # what an application's migration command does, reading the target from its environment as
 # Alkemio's TypeORM CLI does (DATABASE_*): the password is there, never in the arguments
 APPLY_FROM_ENVIRONMENT = (
@@ -35,6 +33,7 @@ def _with_steps(settings: Settings, **steps: SchemaStep) -> Settings:
     return replace(settings, pairs=tuple(replace(p, **steps.get(p.name, {})) for p in settings.pairs))  # type: ignore[arg-type]
 
 
+@pytest.mark.e2e  # DDL and CREATE DATABASE: on each PostgreSQL of the suite
 def test_prepare_schema_by_file_and_by_command_then_refuse_over_data_unless_told_to_replace(
     source_databases: dict[str, str], postgres: PostgresResource, mysql: MySQLResource, tmp_path: Path
 ):
@@ -92,6 +91,7 @@ ALTER TABLE "user" DROP COLUMN "phone";
 """
 
 
+# a whole migration: once, on the suite's first PostgreSQL (the 17.5 pass runs the e2e tests)
 def test_the_later_migrations_run_after_the_load_and_the_data_is_verified_again(
     generated_source, target_databases, postgres: PostgresResource, tmp_path: Path, instance: dg.DagsterInstance
 ):
