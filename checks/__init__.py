@@ -18,7 +18,11 @@ def check_result(
 
 
 def run_check(
-    fn: Callable[[Any], dg.AssetCheckResult], ctx: Any, asset_key: dg.AssetKey, name: str, severity: dg.AssetCheckSeverity
+    fn: Callable[[Any], dg.AssetCheckResult],
+    ctx: Any,
+    asset_key: dg.AssetKey,
+    name: str,
+    severity: dg.AssetCheckSeverity,
 ) -> dg.AssetCheckResult:
     """One check, whatever it meets: a check that raises has failed, with the exception as its
     evidence, and the checks after it still run."""

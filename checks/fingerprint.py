@@ -6,9 +6,10 @@ the row count and the sum of those hashes, kept in 256 buckets by key. When the 
 second pass over only the differing buckets names the keys of the differing rows.
 
 Where every column's canonical text can be written in SQL on both sides (SQL_CANONICAL), each
-server hashes and sums its own rows and only 256 bucket sums travel. Columns whose text forms
-differ between the servers and need parsing (doubles, JSON, base64, non-UTF-8 text) are
-canonicalised here, in Python, row by row.
+server hashes and sums its own rows and only 256 bucket sums travel; json documents are compared
+byte for byte there, as PostgreSQL's json keeps them. Columns whose text forms differ between the
+servers and need parsing (doubles, jsonb, base64, non-UTF-8 text) are canonicalised here, in
+Python, row by row.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ SQL_CANONICAL: dict[str, tuple[str, str]] = {
     "bytea": ("LOWER(HEX({v}))", "encode({v}, 'hex')"),
     "text": ("{v}", "{v}::text"),  # character(n) and MySQL char both drop the trailing blanks
     "enum": ("{v}", "{v}::text"),
+    # json keeps the text it is given, byte for byte: the document as MySQL writes it must arrive
+    # as it is (stricter than equal by value; jsonb rewrites its input and is compared in Python)
+    "json": ("{v}", "{v}::text"),
 }
 
 
@@ -135,6 +139,8 @@ class Fingerprint:
     rows: int = 0
     total: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+    # per text column: rows holding U+FFFD, counted in the same scan (the servers' fingerprint)
+    replacements: dict[str, int] = field(default_factory=dict)
 
     def add(self, key: str, row: str) -> None:
         digest = int.from_bytes(hashlib.blake2b(row.encode(), digest_size=8).digest(), "big")
@@ -310,6 +316,7 @@ class Dialect:
     md5: str  # hex MD5 of {t}
     bucket: str  # 0-255 from the key {k}
     hash60: str  # the row {r} hashed to a 60-bit integer (sums stay exact in both servers)
+    replaced: str  # 1 when the text {v} holds U+FFFD, else 0 (NULL: 0)
 
 
 MYSQL = Dialect(
@@ -320,6 +327,7 @@ MYSQL = Dialect(
     "MD5({t})",
     "CONV(LEFT(MD5({k}), 2), 16, 10)",
     "CAST(CONV(LEFT(MD5({r}), 15), 16, 10) AS UNSIGNED)",
+    "IFNULL(LOCATE(_utf8mb4 X'EFBFBD', {v}) > 0, 0)",
 )
 POSTGRES = Dialect(
     _pg_value,
@@ -329,6 +337,7 @@ POSTGRES = Dialect(
     "md5({t})",
     "get_byte(decode(md5({k}), 'hex'), 0)",
     "('x' || left(md5({r}), 15))::bit(60)::bigint",
+    "coalesce((strpos({v}, chr(65533)) > 0)::int, 0)",
 )
 
 
@@ -343,10 +352,17 @@ def _row_sql(d: Dialect, columns: tuple[ColumnPlan, ...]) -> str:
     return f"{d.concat}('{_SEPARATOR}', {', '.join(d.flagged.format(v=d.value(c)) for c in columns)})"
 
 
+def text_columns(plan: TablePlan) -> tuple[ColumnPlan, ...]:
+    """The columns that are text on the target: where U+FFFD replacement characters could appear."""
+    return tuple(c for c in plan.columns if c.target.data_type in ("text", "character varying", "character"))
+
+
 def fingerprint_sql(d: Dialect, plan: TablePlan) -> str:
-    """Per bucket: rows and the sum of their hashes, computed by the server."""
+    """Per bucket: rows, the sum of their hashes, and per text column the rows holding U+FFFD,
+    computed by the server in one scan."""
     bucket, row = d.bucket.format(k=_key_sql(d, plan)), d.hash60.format(r=_row_sql(d, plan.columns))
-    return f"SELECT {bucket}, COUNT(*), SUM({row}) FROM {d.table(plan.name)} GROUP BY 1"
+    replaced = "".join(f", SUM({d.replaced.format(v=d.value(c))})" for c in text_columns(plan))
+    return f"SELECT {bucket}, COUNT(*), SUM({row}){replaced} FROM {d.table(plan.name)} GROUP BY 1"
 
 
 def digests_sql(d: Dialect, plan: TablePlan, buckets: set[int]) -> str:
@@ -359,12 +375,15 @@ def digests_sql(d: Dialect, plan: TablePlan, buckets: set[int]) -> str:
     )
 
 
-def _from_buckets(rows: list[tuple[Any, Any, Any]]) -> Fingerprint:
-    result = Fingerprint()
-    for bucket, count, total in rows:
+def _from_buckets(plan: TablePlan, rows: list[tuple[Any, ...]]) -> Fingerprint:
+    texts = [c.name for c in text_columns(plan)]
+    result = Fingerprint(replacements=dict.fromkeys(texts, 0))
+    for bucket, count, total, *replaced in rows:
         result.rows += int(count)
         result.total = (result.total + int(total)) & _MASK
         result.buckets[int(bucket)] = int(total) & _MASK
+        for name, n in zip(texts, replaced, strict=True):
+            result.replacements[name] += int(n)
     return result
 
 
@@ -380,11 +399,11 @@ def _pg_query(postgres: PostgresResource, database: str, query: str) -> list[tup
 
 
 def mysql_fingerprint(mysql: MySQLResource, database: str, plan: TablePlan) -> Fingerprint:
-    return _from_buckets(_mysql_query(mysql, database, fingerprint_sql(MYSQL, plan)))
+    return _from_buckets(plan, _mysql_query(mysql, database, fingerprint_sql(MYSQL, plan)))
 
 
 def postgres_fingerprint(postgres: PostgresResource, database: str, plan: TablePlan) -> Fingerprint:
-    return _from_buckets(_pg_query(postgres, database, fingerprint_sql(POSTGRES, plan)))
+    return _from_buckets(plan, _pg_query(postgres, database, fingerprint_sql(POSTGRES, plan)))
 
 
 def mysql_row_digests(mysql: MySQLResource, database: str, plan: TablePlan, buckets: set[int]) -> dict[str, str]:

@@ -7,13 +7,15 @@ evidence an operator needs without a SQL console. ERROR checks block the report 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import dagster as dg
 from psycopg import sql
 
-from alkemio_assets.catalog.contract import TablePlan, select_list
+from alkemio_assets.catalog.contract import ColumnPlan, TablePlan, select_list
 from alkemio_assets.catalog.lineage import LoadOrder
 from alkemio_assets.catalog.target import TargetForeignKey, TargetTable
 from alkemio_assets.catalog.violations import target_orphans
@@ -36,6 +38,7 @@ from checks.fingerprint import (
     source_rows,
     target_rows,
     target_select,
+    text_columns,
 )
 from resources import MySQLResource, PostgresResource
 
@@ -46,6 +49,9 @@ REPLACEMENT = "\ufffd"
 
 @dataclass(frozen=True)
 class TableCheckContext:
+    """One evaluation of a table's checks: what several of them need from a whole-table scan (the
+    fingerprints) is read once, by the first that asks; a later evaluation takes a new context."""
+
     plan: TablePlan
     source_database: str
     target_database: str
@@ -58,6 +64,11 @@ class TableCheckContext:
     @property
     def table(self) -> sql.Identifier:
         return sql.Identifier(self.plan.name)
+
+    @cached_property
+    def fingerprints(self) -> tuple[Fingerprint, Fingerprint]:
+        """Both sides' fingerprints, read once for the table's checks that use them."""
+        return _fingerprints(self)
 
 
 def _result(
@@ -90,7 +101,10 @@ def _fingerprints(ctx: TableCheckContext) -> tuple[Fingerprint, Fingerprint]:
     processes of ours (one per side, at once)."""
     plan, source, target = ctx.plan, ctx.source_database, ctx.target_database
     if in_sql(plan):
-        return mysql_fingerprint(ctx.mysql, source, plan), postgres_fingerprint(ctx.postgres, target, plan)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{plan.name}-fingerprint") as pool:
+            left = pool.submit(mysql_fingerprint, ctx.mysql, source, plan)  # both servers at once
+            right = pool.submit(postgres_fingerprint, ctx.postgres, target, plan)
+            return left.result(), right.result()
     return both_in_processes(ctx.mysql, source, ctx.postgres, target, plan, ctx.fetch)
 
 
@@ -112,7 +126,7 @@ def _rows_in(ctx: TableCheckContext) -> tuple[Rows, Rows]:
 def content_fingerprint(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """Every row, canonicalised on both sides: an order-independent fingerprint; on a mismatch
     the keys of the differing rows."""
-    left, right = _fingerprints(ctx)
+    left, right = ctx.fingerprints
     passed = left.rows == right.rows and left.total == right.total
     metadata: dict = {
         "mysql": left.hex(),
@@ -240,11 +254,37 @@ def sequences(ctx: TableCheckContext) -> dg.AssetCheckResult:
     )
 
 
+def postgres_replacements(conn: Any, table: sql.Identifier, columns: list[ColumnPlan]) -> dict[str, int]:
+    """Per text column: rows holding U+FFFD, all columns counted in one scan of the table."""
+    if not columns:
+        return {}
+    counts = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE strpos({}, %s) > 0)").format(sql.Identifier(c.target.name)) for c in columns
+    )
+    row = conn.execute(sql.SQL("SELECT {} FROM {}").format(counts, table), [REPLACEMENT] * len(columns)).fetchone()
+    return {c.name: int(n) for c, n in zip(columns, row, strict=True)}
+
+
+def mysql_replacements(conn: Any, table: str, columns: list[ColumnPlan]) -> dict[str, int]:
+    """The same on MySQL: one scan for every column."""
+    if not columns:
+        return {}
+    counts = ", ".join(
+        f"COALESCE(SUM(LOCATE(%s, {mysql_ident(c.name)}) > 0), 0) AS c{i}" for i, c in enumerate(columns)
+    )
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {counts} FROM {mysql_ident(table)}", [REPLACEMENT] * len(columns))
+        row = cur.fetchone()
+    return {c.name: int(row[f"c{i}"]) for i, c in enumerate(columns)}
+
+
 def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """The seed's named samples as readable evidence: the first rows by key side by side (UUIDs,
     text with its newlines, timestamps to the microsecond, JSON, booleans from 0/1), and text
-    that gained U+FFFD replacement characters on the way. Fewer rows where rows are long: as many
-    as a batch of the table's rows may hold (MIGRATION_BATCH_MB), at least one."""
+    that gained U+FFFD replacement characters on the way (counted per text column in the content
+    fingerprint's scan where the servers hash the table, else by a scan of each side). Fewer rows
+    where rows are long: as many as a batch of the table's rows may hold (MIGRATION_BATCH_MB), at
+    least one."""
     plan, limit = ctx.plan, min(SAMPLE_ROWS, ctx.fetch.count)
     key = plan.source.primary_key or tuple(c.name for c in plan.columns)
     converters = [canonical(c) for c in plan.columns]
@@ -257,7 +297,7 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
             [None if v is None else f(v) for (f, _), v in zip(converters, row, strict=True)] for row in cur.fetchall()
         ]
     columns = target_select(plan.columns)
-    texts = [c for c in plan.columns if c.target.data_type in ("text", "character varying", "character")]
+    texts = list(text_columns(plan))
     with ctx.postgres.connect(ctx.target_database) as conn:
         rows = conn.execute(
             sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT %s").format(
@@ -266,27 +306,13 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
             (limit,),
         ).fetchall()
         right = [[None if v is None else f(v) for (_, f), v in zip(converters, row, strict=True)] for row in rows]
-        replaced_target = {
-            c.name: first(
-                conn.execute(
-                    sql.SQL("SELECT count(*) FROM {} WHERE strpos({}, %s) > 0").format(
-                        ctx.table, sql.Identifier(c.target.name)
-                    ),
-                    (REPLACEMENT,),
-                )
-            )
-            for c in texts
-        }
-    replaced_source = {}
-    with ctx.mysql.connect(ctx.source_database) as conn, conn.cursor() as cur:
-        for c in texts:
-            if c.export_as != "value":
-                continue
-            cur.execute(
-                f"SELECT COUNT(*) AS n FROM {mysql_ident(plan.name)} WHERE LOCATE(%s, {mysql_ident(c.name)}) > 0",
-                (REPLACEMENT,),
-            )
-            replaced_source[c.name] = int(cur.fetchone()["n"])
+    if in_sql(plan):  # counted by the servers in the fingerprint's scan
+        replaced_source, replaced_target = (side.replacements for side in ctx.fingerprints)
+    else:
+        with ctx.postgres.connect(ctx.target_database) as conn:
+            replaced_target = postgres_replacements(conn, ctx.table, texts)
+        with ctx.mysql.connect(ctx.source_database) as conn:
+            replaced_source = mysql_replacements(conn, plan.name, [c for c in texts if c.export_as == "value"])
     gained = {
         name: n - replaced_source.get(name, 0)
         for name, n in replaced_target.items()

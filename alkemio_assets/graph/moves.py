@@ -1,15 +1,17 @@
 """The per-table move inside a step: what the step's tables share (StepRun), then one function
 per stage, each calling its stage in stages/ and turning its outcome into the asset's
-materialization and the manifest's record: export, staging, the staged orphan check, the load
-of the database's tables in one transaction, the loaded table's result."""
+materialization and the manifest's record: export, staging, the load of the database's tables
+in one transaction under way while they are staged (with the staged orphan check before it
+commits), the loaded table's result."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,13 +90,21 @@ class StepRun:
         """The database's run manifests, read once per step (not once per table)."""
         return run_manifests(self.settings, self.pair)
 
-    def longest_record(self, name: str) -> int | None:
-        """Bytes of the longest record of the table's CSV file (this run's, else the newest
-        earlier succeeded run's): what a reader's batch of its rows may cost."""
-        found = recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), "csv") or earlier_file(
+    def _csv(self, name: str) -> RecordedFile | None:
+        """The table's CSV file: this run's, else the newest earlier succeeded run's."""
+        return recorded_file(self.folder, self.run_id, self.manifest.tables.get(name, {}), "csv") or earlier_file(
             self.manifests, name, "csv", self.run_id
         )
+
+    def longest_record(self, name: str) -> int | None:
+        """Bytes of the longest record of the table's CSV file: what a reader's batch of its rows may cost."""
+        found = self._csv(name)
         return None if found is None else found.longest_record
+
+    def check_weight(self, name: str) -> int:
+        """How long the table's checks take, as an order: minus its CSV bytes (the largest first)."""
+        found = self._csv(name)
+        return -((found.bytes or 0) if found else 0)
 
     def input(self, name: str, kind: FileKind, made_by: Stage) -> RecordedFile:
         """The table's file of `kind`: this step's, another step's of this run, or the newest
@@ -211,20 +221,17 @@ def prepare_table(run: StepRun, name: str) -> list[dg.MaterializeResult]:
     return results
 
 
-# -- the database: orphans first, then one transaction -------------------------------------------
+# -- the database: one transaction, under way while its tables are staged -----------------------
 
 
-def staged_inputs(run: StepRun, names: list[str]) -> dict[str, StagedInput]:
-    inputs = {}
-    for name in names:
-        file = run.input(name, "staged", "staged")
-        inputs[name] = StagedInput(file.path, file.sha256, file.rows, file.run_id)
-    return inputs
+def staged_input(run: StepRun, name: str) -> StagedInput:
+    file = run.input(name, "staged", "staged")
+    return StagedInput(file.path, file.sha256, file.rows, file.run_id)
 
 
 def check_staged_orphans(run: StepRun, inputs: dict[str, StagedInput]) -> None:
-    """Before anything is written: every foreign key between tables this run loads, proven on
-    the staged files."""
+    """Before anything commits: every foreign key between tables this run loads, proven on the
+    staged files."""
     wall = time.time()
     targets = {name: run.plans[name].target for name in inputs}
     found = staged_orphans(run.duck.cursor(), targets, {name: i.path for name, i in inputs.items()})
@@ -233,17 +240,118 @@ def check_staged_orphans(run: StepRun, inputs: dict[str, StagedInput]) -> None:
         raise OrphanRowsError(run.pair.name, [o.describe() for o in found])
 
 
+class LoadAborted(RuntimeError):
+    """The step failed elsewhere (an export, a staging, the staged orphans): the load rolls back."""
+
+
+class Loading:
+    """The database's load in one transaction (stages/load.py), on a thread and connection of its
+    own, started before the exports: each table is copied as soon as its staged file is ready, in
+    the order they become ready, while the other tables are still exported and staged. It commits
+    only after `finish`: every table staged and copied, no orphan among the staged files (checked
+    while the last COPYs run), the foreign keys crossing the run's edge proven. Any failure before,
+    here or in the step (`abort`), rolls it back: nothing of the database is written. After a lost
+    connection the whole load starts again on a new one, from the first ready table."""
+
+    def __init__(self, run: StepRun, target: TargetCatalog, previously_loaded: set[str], names: list[str]):
+        self.run, self.target, self.previously_loaded, self.names = run, target, previously_loaded, names
+        self._state = threading.Condition()
+        self._ready: list[str] = []
+        self._all_ready = self._orphans_proven = False
+        self._stop: BaseException | None = None
+        self._result: dict[str, LoadResult] = {}
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, name=f"{run.pair.name}-load", daemon=True)
+        self._thread.start()
+
+    def ready(self, name: str) -> None:
+        """The table's staged file is written (or, not staged in this run, an earlier run's is).
+        A load that failed meanwhile (a row PostgreSQL refused) is raised here: the step stops
+        exporting the rest."""
+        if self._failure is not None:
+            raise self._failure
+        if name in self.names:
+            with self._state:
+                self._ready.append(name)
+                self._state.notify_all()
+
+    def finish(self) -> tuple[dict[str, StagedInput], dict[str, LoadResult]]:
+        """Every table is ready: the orphans among the staged files, then the commit. After an
+        abort: the load's own end (LoadAborted, the transaction rolled back)."""
+        if self._stop is not None:
+            self._thread.join()
+            assert self._failure is not None
+            raise self._failure
+        with self._state:
+            self._all_ready = True
+            self._state.notify_all()
+        try:
+            inputs = {name: staged_input(self.run, name) for name in self.names}
+            check_staged_orphans(self.run, inputs)
+        except BaseException as exc:
+            self.abort(exc)
+            raise
+        with self._state:
+            self._orphans_proven = True
+            self._state.notify_all()
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return inputs, self._result
+
+    def abort(self, error: BaseException) -> None:
+        """The step failed: roll the transaction back, and wait until it is."""
+        with self._state:
+            self._stop = self._stop or error
+            self._state.notify_all()
+        self._thread.join()
+
+    def _wait(self, until: Callable[[], bool]) -> None:
+        with self._state:
+            self._state.wait_for(lambda: self._stop is not None or until())
+            if self._stop is not None:
+                raise LoadAborted(f"{self.run.pair.name}: the step failed ({type(self._stop).__name__})")
+
+    def _more_than(self, taken: int) -> bool:
+        return taken < len(self._ready) or self._all_ready
+
+    def _tables(self) -> Iterator[tuple[TablePlan, StagedInput]]:
+        done = 0
+        while True:
+            self._wait(partial(self._more_than, done))
+            with self._state:
+                if done == len(self._ready):
+                    return
+                name = self._ready[done]
+            done += 1
+            yield self.run.plans[name], staged_input(self.run, name)
+
+    def _load(self) -> None:
+        try:
+            self._result = load_database(self.run, self._tables, self.target, self.previously_loaded, self._proven)
+        except BaseException as exc:
+            self._failure = exc
+
+    def _proven(self) -> None:
+        self._wait(lambda: self._orphans_proven)
+
+
 def load_database(
-    run: StepRun, inputs: dict[str, StagedInput], target: TargetCatalog, previously_loaded: set[str]
+    run: StepRun,
+    tables: Callable[[], Iterable[tuple[TablePlan, StagedInput]]],
+    target: TargetCatalog,
+    previously_loaded: set[str],
+    before_commit: Callable[[], None] = lambda: None,
 ) -> dict[str, LoadResult]:
-    """Every table of the run in one transaction; the foreign keys crossing the run's edge (a
-    parent or child this run does not load) are proven inside it, before it commits."""
+    """The run's tables (`tables()`: again from the first on a retry) in one transaction; then
+    `before_commit()`, and the foreign keys crossing the run's edge (a parent or child this run
+    does not load) proven inside it, before it commits."""
     wall = time.time()
-    order = [run.plans[name] for name in inputs]
-    loading = {plan.name: plan.target for plan in order}
+    loading = {name: run.plans[name].target for name in run.chosen.having("postgres")}
     crossing = crossing_foreign_keys(loading, target.tables)
 
     def prove_crossing(cur: Any) -> None:
+        before_commit()
         found = [
             orphans
             for table, fks in sorted(crossing.items())
@@ -258,8 +366,7 @@ def load_database(
         with run.postgres.connect(run.pair.target_database, application_name=application) as conn:
             return load_tables(
                 conn,
-                order,
-                inputs,
+                tables(),
                 loaded_before=previously_loaded,
                 replace_seeded=set(run.pair.replace_seeded),
                 before_commit=prove_crossing,
@@ -269,7 +376,7 @@ def load_database(
         once,
         postgres_lost,
         f"PostgreSQL {run.postgres.describe()}/{run.pair.target_database}",
-        f"{run.pair.name} load ({len(order)} tables, nothing committed)",
+        f"{run.pair.name} load ({len(loading)} tables, nothing committed)",
     )
     for name, loaded in results.items():
         run.manifest.record(name, loaded_rows=loaded.rows, load=loaded.outcome, sequences=loaded.sequences)
@@ -293,12 +400,25 @@ def loaded_result(run: StepRun, name: str, loaded: LoadResult, source: StagedInp
     )
 
 
+def start_load(run: StepRun, target: TargetCatalog, previously_loaded: set[str]) -> Loading | None:
+    """The load of the tables to load, started now; those not staged in this run are ready at once."""
+    names = run.chosen.having("postgres")
+    if not names:
+        return None
+    loading = Loading(run, target, previously_loaded, names)
+    for name in names:
+        if "staged" not in run.chosen.stages[name]:
+            loading.ready(name)
+    return loading
+
+
 def load_stage(
     run: StepRun, target: TargetCatalog, previously_loaded: set[str]
 ) -> tuple[dict[str, StagedInput], dict[str, LoadResult]]:
-    """The tables to load: their staged files, the orphans among them, then one transaction."""
-    inputs = staged_inputs(run, run.chosen.having("postgres"))
-    if not inputs:
-        return inputs, {}
-    check_staged_orphans(run, inputs)
-    return inputs, load_database(run, inputs, target, previously_loaded)
+    """The tables to load, every staged file already written: the same load, every table ready."""
+    loading = start_load(run, target, previously_loaded)
+    if loading is None:
+        return {}, {}
+    for name in run.chosen.having("staged"):
+        loading.ready(name)
+    return loading.finish()

@@ -33,10 +33,10 @@ class Selection:
     def having(self, stage: Stage) -> list[str]:
         return [t for t in self.order if stage in self.stages[t]]
 
-    def report_order(self, loaded: Collection[str], evaluated: Collection[str]) -> list[str]:
-        """Dagster takes a multi-asset's results in topological order, and a table's checks need
-        its parents loaded: the loaded or checked tables, parents first."""
-        return [t for t in self.lineage.order if t in loaded or t in evaluated]
+    def report_order(self, loaded: Collection[str]) -> list[str]:
+        """Dagster takes a multi-asset's materializations in topological order: the loaded
+        tables, parents first. Their checks come after all of them, in any order."""
+        return [t for t in self.lineage.order if t in loaded]
 
 
 def select(

@@ -4,10 +4,13 @@
    stop the load late (NULLs into NOT NULL, duplicates under a target-only unique key);
 2. export and stage, tables in parallel, each CSV and staged asset reported when it is ready;
    every input checked against the manifest of the run that wrote it;
-3. orphans among the staged files, in DuckDB, before anything is written;
-4. the load: every table in one PostgreSQL transaction (stages/load.py), the foreign keys that
-   cross the run's edge proven inside it; it commits whole or not at all;
-5. the table checks, then every loaded table reported, parents first.
+3. the load, meanwhile: every table in one PostgreSQL transaction (stages/load.py), each copied
+   as soon as it is staged (graph/moves.py's Loading);
+4. once all are staged: orphans among the staged files, in DuckDB, while the last COPYs run, then
+   the foreign keys that cross the run's edge, inside the transaction; it commits whole or not
+   at all;
+5. every loaded table reported, parents first, while the table checks run; each table's checks
+   reported as they finish.
 
 One run per target database at a time (stages/run_lock.py). The first error stops the step and
 is the one reported; the manifest records it. The stage functions are graph/moves.py's.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import nullcontext
 from dataclasses import asdict
 from typing import TypeVar
@@ -33,7 +36,7 @@ from alkemio_assets.catalog.versions import Versions, pair_versions
 from alkemio_assets.catalog.violations import null_violations, unique_violations
 from alkemio_assets.core.settings import DatabasePair, Settings
 from alkemio_assets.graph.keys import key_part, step_name
-from alkemio_assets.graph.moves import Note, StepRun, load_stage, loaded_result, prepare_table
+from alkemio_assets.graph.moves import Note, StepRun, loaded_result, prepare_table, start_load
 from alkemio_assets.graph.selection import Selection, select
 from alkemio_assets.stages.consistent_read import ConsistentRead
 from alkemio_assets.stages.faults import disk_full, is_disk_full
@@ -164,18 +167,24 @@ def move(run: StepRun, target: TargetCatalog, loaded_before: set[str]) -> Result
     failure: BaseException | None = None
     try:
         with ThreadPoolExecutor(max_workers=run.settings.workers, thread_name_prefix=f"{run.pair.name}-table") as pool:
-            yield from prepare_tables(run, pool)
-            run.note(
-                "in_progress",
-                f"exported {len(run.chosen.having('csv'))}, staged {len(run.chosen.having('staged'))} tables",
-            )
-            inputs, loaded = load_stage(run, target, loaded_before)
+            loading = start_load(run, target, loaded_before)
+            try:
+                yield from prepare_tables(run, pool, loading.ready if loading else lambda name: None)
+                run.note(
+                    "in_progress",
+                    f"exported {len(run.chosen.having('csv'))}, staged {len(run.chosen.having('staged'))} tables",
+                )
+                inputs, loaded = loading.finish() if loading else ({}, {})
+            except BaseException as exc:
+                if loading is not None:
+                    loading.abort(exc)  # rolled back before the step reports its error
+                raise
             run.note("in_progress", f"loaded {len(loaded)} tables in one transaction")
-            evaluated = run_checks(pool, run)
-        for name in run.chosen.report_order(loaded, evaluated):
-            if name in loaded:
+            checking = start_checks(pool, run)
+            for name in run.chosen.report_order(loaded):
                 yield loaded_result(run, name, loaded[name], inputs[name])
-            yield from evaluated.get(name, [])
+            for future in as_completed(checking):
+                yield from future.result()
     except BaseException as exc:
         failure = exc
         raise
@@ -187,16 +196,16 @@ def move(run: StepRun, target: TargetCatalog, loaded_before: set[str]) -> Result
 def previously_loaded(context: dg.AssetExecutionContext, chosen: Selection) -> set[str]:
     """The tables to load that a run materialized before: rows the target holds there are ours to
     replace; elsewhere the target's own migrations put them, and they are compared instead."""
-    return {
-        name
-        for name in chosen.having("postgres")
-        if context.instance.get_latest_materialization_event(chosen.assets[name].keys["postgres"]) is not None
-    }
+    keys = {chosen.assets[name].keys["postgres"]: name for name in chosen.having("postgres")}
+    latest = context.instance.get_latest_materialization_events(keys)  # one query for every table
+    return {name for key, name in keys.items() if latest.get(key) is not None}
 
 
-def prepare_tables(run: StepRun, pool: ThreadPoolExecutor) -> Iterator[dg.MaterializeResult]:
+def prepare_tables(
+    run: StepRun, pool: ThreadPoolExecutor, staged: Callable[[str], None]
+) -> Iterator[dg.MaterializeResult]:
     """Every selected table's export and staging, tables in parallel, the exports reading one
-    moment of the source; each result as it is ready."""
+    moment of the source; each result as it is ready, and `staged(name)` told (the load takes it)."""
     exporting = run.chosen.having("csv")
     with (
         ConsistentRead(run.mysql, run.pair.source_database, min(run.settings.workers, len(exporting)), run.log.warning)
@@ -206,13 +215,16 @@ def prepare_tables(run: StepRun, pool: ThreadPoolExecutor) -> Iterator[dg.Materi
         run.moment = moment
         if moment is not None:
             run.manifest.note(source_moment="global read lock" if moment.locked else "per connection")
-        for results in in_parallel(pool, lambda name: prepare_table(run, name), run.chosen.order):
+        for name, results in in_parallel(pool, lambda name: (name, prepare_table(run, name)), run.chosen.order):
+            if "staged" in run.chosen.stages[name]:
+                staged(name)
             yield from results
     run.moment = None
 
 
-def run_checks(pool: ThreadPoolExecutor, run: StepRun) -> dict[str, list[dg.AssetCheckResult]]:
-    """The selected table checks, tables in parallel; recorded in the manifest for the report."""
+def start_checks(pool: ThreadPoolExecutor, run: StepRun) -> list[Future[list[dg.AssetCheckResult]]]:
+    """The selected table checks, tables in parallel, each table's results recorded in the
+    manifest for the report; taken as each table is done, while the step reports the loads."""
 
     def evaluate(name: str) -> list[dg.AssetCheckResult]:
         ctx = TableCheckContext(
@@ -238,21 +250,21 @@ def run_checks(pool: ThreadPoolExecutor, run: StepRun) -> dict[str, list[dg.Asse
         )
         return results
 
-    futures = {name: pool.submit(evaluate, name) for name in run.chosen.checks}
-    return {name: future.result() for name, future in futures.items()}
+    # the longest first: the last table to finish decides when the step does
+    return [pool.submit(evaluate, name) for name in sorted(run.chosen.checks, key=run.check_weight)]
 
 
 def in_parallel(pool: ThreadPoolExecutor, work: Callable[[str], T], names: Iterable[str]) -> Iterator[T]:
-    """`work(name)` for every name at once, results as they come; the first error stops the
-    rest (those not started are cancelled) and is raised."""
+    """`work(name)` for every name at once, each result as soon as it comes; the first error
+    stops the rest (those not started are cancelled) and is raised."""
     pending: set[Future[T]] = {pool.submit(work, name) for name in names}
     while pending:
-        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        if error := next((e for f in done if (e := f.exception()) is not None), None):
+            for other in pending:
+                other.cancel()
+            raise error
         for future in done:
-            if (error := future.exception()) is not None:
-                for other in pending:
-                    other.cancel()
-                raise error
             yield future.result()
 
 

@@ -24,16 +24,19 @@ SHOWN = 10  # refusals named in the message; the metadata lists them all
 
 
 def refusals(instance: dg.DagsterInstance, gates: Sequence[dg.AssetCheckKey]) -> list[str]:
-    """Each ERROR check whose latest evaluation does not let the cut-over go, and why."""
+    """Each ERROR check whose latest evaluation does not let the cut-over go, and why. Two
+    queries for all of them (a query per check took 8 s for the 900 checks of the real schemas)."""
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(gates))
+    materialized = instance.get_latest_materialization_events({key.asset_key for key in gates})
     found = []
     for key in gates:
         name = f"{key.asset_key.to_user_string()}:{key.name}"
-        check = instance.get_latest_asset_check_evaluation_record(key)
+        check = checks.get(key)
         if check is None or check.status == AssetCheckExecutionRecordStatus.PLANNED:
             found.append(f"{name}: never evaluated")
         elif check.status != AssetCheckExecutionRecordStatus.SUCCEEDED:
             found.append(f"{name}: failed in run {check.run_id}")
-        elif (latest := instance.get_latest_materialization_event(key.asset_key)) and latest.run_id != check.run_id:
+        elif (latest := materialized.get(key.asset_key)) and latest.run_id != check.run_id:
             found.append(f"{name}: evaluated in run {check.run_id}, before the asset was materialized again")
     return found
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -166,24 +166,24 @@ def load_into(
 
 def load_tables(
     connection: psycopg.Connection,
-    plans: list[TablePlan],
-    inputs: dict[str, StagedInput],
+    tables: Iterable[tuple[TablePlan, StagedInput]],
     *,
     loaded_before: set[str],
     replace_seeded: set[str],
     before_commit: Callable[[Any], None] = lambda cur: None,
 ) -> dict[str, LoadResult]:
-    """Every table of `plans`, in one transaction that `before_commit(cur)` may still refuse
-    by raising: then, as on any error, nothing is committed."""
+    """Every table of `tables` (which may still be staged as they are taken: the transaction
+    waits for each), in one transaction that `before_commit(cur)` may still refuse by raising:
+    then, as on any error, nothing is committed."""
     results = {}
     with connection.transaction(), connection.cursor() as cur:
         bypass_foreign_keys(cur)
-        for plan in plans:
+        for plan, staged in tables:
             started = time.time()
             loaded = load_into(
                 cur,
                 plan,
-                inputs[plan.name],
+                staged,
                 loaded_before=plan.name in loaded_before,
                 replace_seeded=plan.name in replace_seeded,
             )

@@ -5,6 +5,9 @@ the report and the cut-over from materializing."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -305,6 +308,39 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
     assert not list((settings.workdir / "runs").rglob("cutover.env"))
 
 
+@contextmanager
+def one_table(
+    mysql: MySQLResource, postgres: PostgresResource, db: str, mysql_table: str, pg_table: str, rows: list[tuple]
+) -> Iterator[Callable[[], Any]]:
+    """Table `t` on both servers holding the same `rows` as each stores them; yields a maker of
+    the table's check context, one per evaluation (a context reads the table once)."""
+    from alkemio_assets.catalog.contract import plan_table
+    from alkemio_assets.catalog.lineage import load_order
+    from alkemio_assets.catalog.source import read_mysql_catalog
+    from alkemio_assets.catalog.target import read_pg_catalog
+    from checks.table_checks import TableCheckContext
+
+    marks = ", ".join(["%s"] * len(rows[0]))
+    mysql.create_database(db)
+    postgres.create_database(db)
+    try:
+        mysql.execute_script(db, [mysql_table])
+        postgres.execute_script(db, pg_table)
+        with mysql.connect(db) as conn, conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO t VALUES ({marks})", rows)
+            source = read_mysql_catalog(conn, db).table("t")
+        with postgres.connect(db) as conn:
+            conn.cursor().executemany(f"INSERT INTO t VALUES ({marks})", rows)
+            target = read_pg_catalog(conn, db).table("t")
+        plan = plan_table(db, source, target, {}, [])
+        assert plan is not None
+        key = dg.AssetKey(["db", "postgres", "t"])
+        yield lambda: TableCheckContext(plan, db, db, mysql, postgres, key, load_order([source]))
+    finally:
+        mysql.drop_database(db)
+        postgres.drop_database(db)
+
+
 @pytest.mark.parametrize(
     ("mysql_table", "pg_table", "hashed_by"),
     [
@@ -325,42 +361,36 @@ def test_an_error_check_keeps_the_report_and_cutover_back(
 def test_content_fingerprint_both_ways(
     mysql: MySQLResource, postgres: PostgresResource, unique_name: str, mysql_table, pg_table, hashed_by
 ):
-    from alkemio_assets.catalog.contract import plan_table
-    from alkemio_assets.catalog.lineage import load_order
-    from alkemio_assets.catalog.source import read_mysql_catalog
-    from alkemio_assets.catalog.target import read_pg_catalog
-    from checks.table_checks import TableCheckContext, content_fingerprint
+    from checks.table_checks import content_fingerprint
 
-    db = f"{unique_name}_fp"
+    # the target's own forms: jsonb reorders keys and keeps 1.50; numeric pads the scale
     rows = [(1, '{"b": 1.50, "a": [1, 2]}', "2.5"), (2, None, None), (3, '{"a": "x"}', "-0.125")]
-    mysql.create_database(db)
-    postgres.create_database(db)
-    try:
-        mysql.execute_script(db, [mysql_table])
-        postgres.execute_script(db, pg_table)
-        with mysql.connect(db) as conn, conn.cursor() as cur:
-            cur.executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
-            source = read_mysql_catalog(conn, db).table("t")
-        with postgres.connect(db) as conn:
-            # the target's own forms: jsonb reorders keys and keeps 1.50; numeric pads the scale
-            conn.cursor().executemany("INSERT INTO t VALUES (%s, %s, %s)", rows)
-            target = read_pg_catalog(conn, db).table("t")
-        plan = plan_table(db, source, target, {}, [])
-        assert plan is not None
-        ctx = TableCheckContext(
-            plan, db, db, mysql, postgres, dg.AssetKey(["db", "postgres", "t"]), load_order([source])
-        )
-        same = content_fingerprint(ctx)
+    with one_table(mysql, postgres, f"{unique_name}_fp", mysql_table, pg_table, rows) as evaluation:
+        same = content_fingerprint(evaluation())
         assert same.passed and meta(same, "rows_compared") == 3 and meta(same, "hashed_by") == hashed_by
-        target_sql(postgres, db, "UPDATE t SET x = x + 1 WHERE n = 3")
-        changed = content_fingerprint(ctx)
+        target_sql(postgres, f"{unique_name}_fp", "UPDATE t SET x = x + 1 WHERE n = 3")
+        changed = content_fingerprint(evaluation())
         assert not changed.passed
         assert len(meta(changed, "differing_keys")) == (
             1 if "SQL" in hashed_by else 2
         )  # a row that is its key: old and new
-    finally:
-        mysql.drop_database(db)
-        postgres.drop_database(db)
+
+
+def test_a_json_document_must_arrive_byte_for_byte(mysql: MySQLResource, postgres: PostgresResource, unique_name: str):
+    """json keeps its text: hashed by the servers, and a document rewritten on the way (the same
+    value, other spacing or key order) is a differing row, named by its key."""
+    from checks.table_checks import content_fingerprint
+
+    db = f"{unique_name}_js"
+    rows = [(1, '{"a": [1, 2], "b": 1.50}'), (2, None), (3, '{"a": "x"}')]  # MySQL 8's own form
+    mysql_table = "CREATE TABLE t (n int NOT NULL PRIMARY KEY, doc json NULL)"
+    pg_table = "CREATE TABLE t (n integer NOT NULL PRIMARY KEY, doc json NULL)"
+    with one_table(mysql, postgres, db, mysql_table, pg_table, rows) as evaluation:
+        same = content_fingerprint(evaluation())
+        assert same.passed and meta(same, "hashed_by") == "the servers (SQL)"
+        target_sql(postgres, db, """UPDATE t SET doc = '{"b": 1.50, "a": [1, 2]}' WHERE n = 1""")
+        rewritten = content_fingerprint(evaluation())
+        assert not rewritten.passed and meta(rewritten, "differing_keys") == ["1"]
 
 
 def test_a_read_is_slower_on_postgresql_only_past_the_factor_and_the_noise():

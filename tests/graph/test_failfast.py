@@ -193,7 +193,7 @@ def test_bad_input_stops_the_database_and_names_the_row(
     assert target_state(postgres, database) == before
 
 
-def test_an_orphan_is_found_in_the_staged_files_before_anything_is_written(bad, instance, postgres):
+def test_an_orphan_is_found_in_the_staged_files_before_anything_commits(bad, instance, postgres):
     settings, database = bad
     _refresh(settings, instance)
     before = target_state(postgres, database)
@@ -207,7 +207,7 @@ def test_an_orphan_is_found_in_the_staged_files_before_anything_is_written(bad, 
     (manifest,) = (settings.workdir / "runs").glob(f"{result.run_id}/bad/{MANIFEST}")
     body = json.loads(manifest.read_text())
     assert body["outcome"] == "failed" and "OrphanRowsError" in body["error"]
-    assert "loaded_rows" not in body["tables"]["good"], "the load never started"
+    assert "loaded_rows" not in body["tables"]["good"], "its COPY rolled back with the transaction"
     # the run log has the failure, and the run's tag says it
     events = read_events(run_log_path(settings), result.run_id)
     assert [e.status for e in events] == ["started", "in_progress", "failed"]

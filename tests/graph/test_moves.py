@@ -5,6 +5,7 @@ database's tables in one transaction, and orphans among the staged files stop it
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from alkemio_assets.catalog.target import TargetCatalog
 from alkemio_assets.core.errors import OrphanRowsError
 from alkemio_assets.core.settings import DatabasePair
 from alkemio_assets.graph.keys import table_assets
-from alkemio_assets.graph.moves import StepRun, export_stage, load_stage, staging_stage
+from alkemio_assets.graph.moves import LoadAborted, StepRun, export_stage, load_stage, staging_stage, start_load
 from alkemio_assets.graph.selection import select
 from alkemio_assets.stages.manifest import Manifest, now, run_folder
 from alkemio_assets.stages.staging import prepare
@@ -117,3 +118,37 @@ def test_orphans_in_the_staged_files_stop_the_load_before_it_writes(
     assert "row id=3" in str(raised.value)
     with postgres.connect(moving.database) as conn:
         assert conn.execute("SELECT (SELECT count(*) FROM space) + (SELECT count(*) FROM callout)").fetchone() == (0,)
+
+
+def _copied_by_the_load(postgres: PostgresResource, database: str) -> set[str]:
+    """The tables the open load transaction has written (its locks), seen from another session."""
+    with postgres.connect(database, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.application_name LIKE 'alkemio-migration load%%' "
+            "AND l.mode = 'RowExclusiveLock' AND c.relkind = 'r'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+@pytest.mark.e2e
+def test_the_load_copies_a_table_while_the_next_is_staged_and_an_abort_writes_nothing(
+    moving: Moving, postgres: PostgresResource
+):
+    run = moving.run
+    export_stage(run, "space")
+    staging_stage(run, "space")
+    loading = start_load(run, moving.target, set())
+    assert loading is not None
+    loading.ready("space")
+    deadline = time.monotonic() + 30
+    while "space" not in _copied_by_the_load(postgres, moving.database) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _copied_by_the_load(postgres, moving.database) == {"space"}, "space is copied before callout is exported"
+    export_stage(run, "callout")  # meanwhile, the next table
+    loading.abort(RuntimeError("callout's staging failed"))
+    with pytest.raises(LoadAborted):
+        loading.finish()
+    with postgres.connect(moving.database) as conn:
+        assert conn.execute("SELECT (SELECT count(*) FROM space) + (SELECT count(*) FROM callout)").fetchone() == (0,)
+    assert "loaded_rows" not in run.manifest.tables["space"]

@@ -44,12 +44,8 @@ def test_each_table_gets_its_selected_stages_and_checks_parents_first():
     assert list(chosen.lineage.order) == ["space", "callout", "contribution"]  # excluded tables are not in it
 
 
-def test_results_are_reported_parents_first_whatever_finished_first():
+def test_loaded_tables_are_reported_parents_first_whatever_finished_first():
     chosen = select(PAIR, SNAPSHOT, [KEYS[t].keys["postgres"] for t in ("contribution", "callout", "space")], [])
-    assert chosen.report_order(loaded={"contribution", "space"}, evaluated={"callout"}) == [
-        "space",
-        "callout",
-        "contribution",
-    ]
-    assert chosen.report_order(loaded=set(), evaluated={"contribution"}) == ["contribution"]
-    assert chosen.report_order(loaded=set(), evaluated=set()) == []
+    assert chosen.report_order(loaded={"contribution", "callout", "space"}) == ["space", "callout", "contribution"]
+    assert chosen.report_order(loaded={"contribution", "space"}) == ["space", "contribution"]
+    assert chosen.report_order(loaded=set()) == []

@@ -18,6 +18,22 @@ def test_every_table_gives_its_result():
         assert sorted(in_parallel(pool, str.upper, ["a", "b", "c"])) == ["A", "B", "C"]
 
 
+def test_each_result_comes_as_soon_as_its_table_is_done():
+    """The load takes a table as soon as it is staged: a slow table holds back no other."""
+    release = threading.Event()
+
+    def work(name: str) -> str:
+        if name == "slow":
+            assert release.wait(30)
+        return name
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = in_parallel(pool, work, ["slow", "fast"])
+        assert next(results) == "fast"  # while slow still runs
+        release.set()
+        assert list(results) == ["slow"]
+
+
 def test_the_first_error_is_raised_and_the_tables_not_started_are_not():
     started: list[str] = []
     lock = threading.Lock()
