@@ -245,9 +245,9 @@ def test_the_window_estimate_uses_the_last_rehearsal_here_else_the_benchmark(set
     assert rehearsal_rate(mine) is None  # nothing rehearsed: the preflight takes the benchmark's rate
     fits = window_estimate(3_000_000_000, BENCHMARK_RATE, "the benchmark")
     assert (
-        fits.ok and fits.message == "about 14 minutes for 3.00 GB at 3.5 MB/s (the benchmark), of the 30-minute window"
+        fits.ok and fits.message == "about 6 minutes for 3.00 GB at 8.5 MB/s (the benchmark), of the 30-minute window"
     )
-    over = window_estimate(10_000_000_000, BENCHMARK_RATE, "the benchmark")
+    over = window_estimate(20_000_000_000, BENCHMARK_RATE, "the benchmark")
     assert (over.ok, over.severity) == (False, "warning") and "over it, plan a longer window" in over.message
 
     log = run_log_path(mine)
