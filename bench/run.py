@@ -41,6 +41,7 @@ from resources import MySQLResource, PostgresResource
 
 RESULTS = REPO_ROOT / "bench" / "results"
 TIMEOUT = 1200.0  # seconds for any one command (--timeout)
+BENCH_DAGSTER_DB = "bench_dagster"  # the benchmark's own Dagster storage, made afresh for each run
 PGLOADER_TEMPLATE = REPO_ROOT / "bench" / "pgloader.load"
 # The other tools cannot honour these: the target's migrations fill them (they would duplicate the rows)
 SEEDED_SKIPS = {
@@ -205,15 +206,30 @@ def table_sizes(mysql: MySQLResource, names: dict[str, str]) -> tuple[int, float
     return rows, size / 1e6
 
 
-def ours(sources: dict[str, str], targets: dict[str, str], work: Path, logs: Path) -> tuple[Measure, Measure, dict]:
+def ours(
+    sources: dict[str, str], targets: dict[str, str], work: Path, logs: Path, postgres: PostgresResource
+) -> tuple[Measure, Measure, dict]:
     """refresh_catalog, then migrate_all (export, staging, load, every check, report), headless.
     Dagster runs in the work folder: its CLI loads a .env from the working directory over the
-    environment, and the repository's .env names the demo databases."""
+    environment, and the repository's .env names the demo databases. Its instance is the
+    repository's dagster.yaml (run and event storage in PostgreSQL, as operators run it) on a
+    fresh storage database of its own, `bench_dagster`, so the UI's history holds no bench run."""
+    home = work / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    postgres.create_database(BENCH_DAGSTER_DB, drop_existing=True)
     env = {
         **os.environ,
         "MIGRATION_WORKDIR": str(work),
         "MIGRATION_CONFIG": str(FIXTURES[FIXTURE][1]),
-        "DAGSTER_HOME": str(work / "dagster_home"),
+        "DAGSTER_HOME": str(home),
+        # on the server where it was just created, the target's
+        "DAGSTER_PG_HOST": postgres.host,
+        "DAGSTER_PG_PORT": str(postgres.port),
+        "DAGSTER_PG_USERNAME": postgres.user,
+        "DAGSTER_PG_PASSWORD": postgres.password,
+        "DAGSTER_PG_DB": BENCH_DAGSTER_DB,
+        "DAGSTER_ARTIFACTS_DIR": str(home / "artifacts"),
         "MYSQL_DATABASE": sources["alkemio"],
         "DATABASE_NAME": targets["alkemio"],
         "KRATOS_MYSQL_DATABASE": sources["kratos"],
@@ -223,7 +239,6 @@ def ours(sources: dict[str, str], targets: dict[str, str], work: Path, logs: Pat
         "MIGRATION_QUIET_SECONDS": "0",
         "MIGRATION_EXTRA_DATABASES": "",
     }
-    (work / "dagster_home").mkdir(parents=True, exist_ok=True)
     dagster = str(Path(sys.executable).parent / "dagster")
     job = [dagster, "job", "execute", "-m", "alkemio_assets.definitions", "-j"]
     run([*job, "refresh_catalog"], env, logs / "ours-catalog.log", cwd=work)
@@ -582,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = work / "logs"
     logs.mkdir(parents=True)
 
-    migration, total, phases = ours(sources, fresh_targets(postgres, "bench_ours"), work, logs)
+    migration, total, phases = ours(sources, fresh_targets(postgres, "bench_ours"), work, logs, postgres)
     contenders = [migration, total]
     tools = {"bench_pgl": pgloader, "bench_sling": sling}
     for prefix, tool in tools.items():

@@ -69,6 +69,19 @@ class PostgresResource(dg.ConfigurableResource):
         with self.connect(autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
+    def table_count(self, dbname: str) -> int | None:
+        """How many tables and views `dbname` holds outside the system schemas; None when there
+        is no such database."""
+        if not self.database_exists(dbname):
+            return None
+        with self.connect(dbname, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+                " AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
     def database_exists(self, dbname: str) -> bool:
         with self.connect(autocommit=True) as conn:
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None

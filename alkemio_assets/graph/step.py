@@ -215,9 +215,14 @@ def prepare_tables(
         run.moment = moment
         if moment is not None:
             run.manifest.note(source_moment="global read lock" if moment.locked else "per connection")
-        for name, results in in_parallel(pool, lambda name: (name, prepare_table(run, name)), run.chosen.order):
+
+        def prepared(name: str) -> list[dg.MaterializeResult]:
+            results = prepare_table(run, name)
             if "staged" in run.chosen.stages[name]:
-                staged(name)
+                staged(name)  # the load takes it now, not once Dagster has written the events before it
+            return results
+
+        for results in in_parallel(pool, prepared, run.chosen.order):
             yield from results
     run.moment = None
 
