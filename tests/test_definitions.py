@@ -74,7 +74,9 @@ def test_passwords_never_reach_the_ui():
 
 def test_instance_config_is_postgres_with_a_run_queue():
     config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    assert set(config["storage"]["postgres"]["postgres_db"]["password"]) == {"env"}
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert config[storage]["config"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    assert config["event_log_storage"]["class"] == "PooledPostgresEventLogStorage"
     assert config["run_queue"]["max_concurrent_runs"] >= 1
 
 
