@@ -4,6 +4,7 @@ the jobs, the resources and the executor."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
 
@@ -126,7 +127,9 @@ def executor(name: str | None = None) -> dg.ExecutorDefinition:
 
 def pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
     """A database pair's catalog asset, and once its snapshot exists, its tables and `DB/verified`."""
-    snapshot = read_snapshot(pair.name, settings.catalog_dir)
+    # every step process of a run loads the definitions again (Dagster's forkserver children):
+    # a missing or stale snapshot is said where a person started the process (the CLI, the UI)
+    snapshot = read_snapshot(pair.name, settings.catalog_dir, warn=multiprocessing.parent_process() is None)
     tables = build_pair_definitions(pair, settings, snapshot, after=[PREFLIGHT_KEY])
     if snapshot is None:
         return tables

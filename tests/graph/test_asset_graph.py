@@ -4,6 +4,7 @@ foreign keys, broken edges named, exclusions honoured, and a graph that loads of
 from __future__ import annotations
 
 import json
+import multiprocessing
 import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from alkemio_assets.catalog.snapshot import (
 from alkemio_assets.catalog.source import Catalog, ColumnSpec, IndexSpec, TableSpec
 from alkemio_assets.catalog.target import TargetCatalog, TargetColumn, TargetTable
 from alkemio_assets.core.settings import DatabasePair
-from alkemio_assets.definitions import build_definitions
+from alkemio_assets.definitions import build_definitions, pair_definitions
 from alkemio_assets.graph.factory import shard_tables
 from alkemio_assets.graph.keys import STAGES, AssetNameError, step_name, table_assets
 from alkemio_assets.graph.specs import get_asset_specs
@@ -183,6 +184,27 @@ def test_names_that_collide_as_keys_are_refused():
     b = replace(source.tables[0], name="query_result")
     with pytest.raises(AssetNameError, match="'query-result' and 'query_result'"):
         table_assets(DatabasePair("db", "db", "db"), [a, b])
+
+
+def test_a_missing_snapshot_is_said_once_by_the_process_a_person_started_not_by_each_step(tmp_path: Path):
+    settings = migration_settings({"alkemio": "alkemio", "kratos": "kratos"}, str(tmp_path))
+    pair = settings.pair("alkemio")
+    with pytest.warns(CatalogSnapshotWarning, match="no catalog snapshot for 'alkemio'"):
+        pair_definitions(pair, settings)
+
+    said: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()
+
+    def as_a_step_process() -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pair_definitions(pair, settings)
+        said.put([str(w.message) for w in caught if issubclass(w.category, CatalogSnapshotWarning)])
+
+    child = multiprocessing.get_context("fork").Process(target=as_a_step_process)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert said.get(timeout=5) == []
 
 
 def test_missing_and_stale_snapshots_warn(tmp_path: Path):
