@@ -17,6 +17,25 @@ def check_result(
     )
 
 
+def suggested_sql(statements: list[str]) -> dict[str, dg.MetadataValue]:
+    """The SQL a check proposes as its remedy: shown in the UI, and kept as a list that the
+    report writes to a file of the run (`remedy`)."""
+    return {
+        "suggested": dg.MetadataValue.md("\n".join(f"    {s}" for s in statements) or "none"),
+        "remedy": dg.MetadataValue.json(statements),
+    }
+
+
+def recorded(result: dg.AssetCheckResult) -> dict[str, Any]:
+    """A check's outcome as the manifest and the report keep it: passed and severity, with the
+    evidence the report shows (a side-by-side table) and the SQL it proposes, when it has them."""
+    entry: dict[str, Any] = {"passed": result.passed, "severity": result.severity.value}
+    for name in ("side_by_side", "remedy"):
+        if (value := result.metadata.get(name)) is not None and value.value:
+            entry[name] = value.value
+    return entry
+
+
 def run_check(
     fn: Callable[[Any], dg.AssetCheckResult],
     ctx: Any,

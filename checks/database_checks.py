@@ -19,7 +19,7 @@ from alkemio_assets.catalog.versions import pair_versions
 from alkemio_assets.catalog.violations import null_violations, unique_violations
 from alkemio_assets.core.settings import DatabasePair, Settings
 from alkemio_assets.core.sql import first, mysql_ident
-from checks import check_result
+from checks import check_result, suggested_sql
 from checks.table_checks import orphan_evidence, orphans
 from resources import MySQLResource, PostgresResource
 
@@ -234,7 +234,7 @@ def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
         not unindexed,
         WARN,
         plans=dg.MetadataValue.json(plans),
-        suggested=dg.MetadataValue.md("\n".join(f"    {s}" for s in unindexed) or "none"),
+        **suggested_sql(unindexed),
     )
 
 

@@ -21,7 +21,7 @@ from alkemio_assets.catalog.target import TargetForeignKey, TargetTable
 from alkemio_assets.catalog.violations import target_orphans
 from alkemio_assets.core.fetch import DEFAULT, Fetch
 from alkemio_assets.core.sql import first, mysql_ident
-from checks import check_result
+from checks import check_result, suggested_sql
 from checks.documents import compressed_columns, mysql_documents, postgres_documents
 from checks.fingerprint import (
     BUCKETS,
@@ -206,7 +206,7 @@ def indexes(ctx: TableCheckContext) -> dg.AssetCheckResult:
         not missing,
         WARN,
         missing=dg.MetadataValue.json([list(c) for c in missing]),
-        suggested=dg.MetadataValue.md("\n".join(f"    {s}" for s in statements) or "none"),
+        **suggested_sql(statements),
     )
 
 

@@ -44,7 +44,7 @@ from alkemio_assets.stages.manifest import MANIFEST, Manifest, now, run_folder
 from alkemio_assets.stages.run_lock import migration_lock
 from alkemio_assets.stages.run_log import Status, record, run_log_path
 from alkemio_assets.stages.staging import prepare
-from checks import run_check
+from checks import recorded, run_check
 from checks.table_checks import TableCheckContext, table_checks_for
 from resources import MySQLResource, PostgresResource
 
@@ -251,7 +251,7 @@ def start_checks(pool: ThreadPoolExecutor, run: StepRun) -> list[Future[list[dg.
         run.manifest.span(name, "checks", wall)
         run.manifest.record(
             name,
-            checks={r.check_name: {"passed": r.passed, "severity": r.severity.value} for r in results if r.check_name},
+            checks={r.check_name: recorded(r) for r in results if r.check_name},
         )
         return results
 

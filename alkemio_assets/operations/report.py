@@ -73,7 +73,8 @@ PREFLIGHT_RECORD = "preflight.json"  # the preflight's findings and source bytes
 
 # after a run whose verdict lets the cut-over go (README, runbook steps 9 to 11)
 AFTER_THE_RUN = (
-    "Work through the manual checklist above; add the CREATE INDEX statements of the indexes checks, or accept them.",
+    "Work through the manual checklist above; run the CREATE INDEX statements of `suggested.sql` (each database's "
+    "folder), or accept the checks that proposed them.",
     "Materialize migration/cutover (it rewrites MIGRATION_APP_ENV_FILE), set DATABASE_PASSWORD there if PostgreSQL's "
     "differs, start Kratos and Alkemio.",
     "Watch the applications' logs and the monitor checks for 24-48 hours; keep the MySQL backup and the run folder "
@@ -146,6 +147,21 @@ def gather(folder: Path) -> dict:
             "later_migrations": json.loads(later.read_text()) if later.exists() else None,
         }
     return databases
+
+
+SUGGESTED_SQL = "suggested.sql"  # per database folder: the SQL the WARN checks propose
+
+
+def suggested_statements(db: dict) -> list[str]:
+    """The SQL the checks of one database propose (the indexes and query_plans checks' CREATE
+    INDEX), each under a comment naming the table and check it comes from."""
+    found = [
+        (f"{table}: {check}", r.get("remedy", []))
+        for table, t in db["tables"].items()
+        for check, r in t["checks"].items()
+    ]
+    found += [(check, r.get("remedy", [])) for check, r in db["database_checks"].items()]
+    return [line for origin, statements in found if statements for line in (f"-- {origin}", *statements)]
 
 
 def failed_errors(databases: dict) -> list[str]:
@@ -250,6 +266,13 @@ def render(
         for check, r in db["database_checks"].items():
             if "side_by_side" in r:
                 lines += [f"{check}:", "", r["side_by_side"], ""]
+        if suggested := [line for line in suggested_statements(db) if not line.startswith("--")]:
+            database = db["target"].rpartition("/")[2]
+            lines += [
+                f"Suggested by the WARN checks: {len(suggested)} statements in `{name}/{SUGGESTED_SQL}`; review "
+                f"them, then `psql -d {database} -f {name}/{SUGGESTED_SQL}`, or accept the checks as they are.",
+                "",
+            ]
     if events:
         lines += ["## Run log", "", *events_table(events), ""]
     lines += ["## Manual checklist (the seed's items no machine decides here)", ""]
@@ -292,6 +315,9 @@ def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDe
         events = read_events(log, folder.name)  # the reported run's
         (folder / "report.json").write_text(json.dumps(databases, indent=1, sort_keys=True) + "\n")
         seeds = {pair.name: pair.seed_names() for pair in settings.pairs}
+        for name, db in databases.items():
+            if statements := suggested_statements(db):
+                (folder / name / SUGGESTED_SQL).write_text("\n".join(statements) + "\n")
         (folder / "report.md").write_text(render(databases, folder.name, seeds, events, folder))
         metadata = {
             "report": dg.MetadataValue.path(str(folder / "report.md")),

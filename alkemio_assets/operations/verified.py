@@ -11,19 +11,11 @@ from alkemio_assets.catalog.lineage import deferred_foreign_keys, load_order
 from alkemio_assets.catalog.snapshot import Snapshot
 from alkemio_assets.core.settings import DatabasePair, Settings
 from alkemio_assets.core.sql import first
-from checks import run_check
+from checks import recorded, run_check
 from checks.database_checks import DatabaseCheckContext, checks_for
 from resources import MySQLResource, PostgresResource
 
 VERIFICATION = "verification.json"
-
-
-def recorded(result: dg.AssetCheckResult) -> dict:
-    """A check's outcome for the report; a side-by-side table of evidence goes along."""
-    entry: dict[str, object] = {"passed": result.passed, "severity": result.severity.value}
-    if (table := result.metadata.get("side_by_side")) is not None:
-        entry["side_by_side"] = table.value
-    return entry
 
 
 def verified_key(pair: DatabasePair) -> dg.AssetKey:

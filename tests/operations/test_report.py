@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
+
 from alkemio_assets.operations import backup
 from alkemio_assets.operations.report import (
     MANUAL_CHECKLIST,
@@ -14,8 +16,10 @@ from alkemio_assets.operations.report import (
     failed_errors,
     gather,
     render,
+    suggested_statements,
 )
 from alkemio_assets.operations.verified import VERIFICATION
+from checks import check_result, recorded, suggested_sql
 
 
 def _database(
@@ -102,3 +106,25 @@ def test_the_seeds_success_criteria_the_backup_and_what_is_left_by_hand(tmp_path
     other = tmp_path / "other"
     _database(other, "kratos", {}, {})
     assert "MySQL backup: none recorded for this run." in render(gather(other), "run-4", folder=other)
+
+
+def test_the_sql_the_warn_checks_propose_is_gathered_into_one_file_per_database(tmp_path: Path):
+    user = dg.AssetKey(["alkemio", "postgres", "user"])
+    index = 'CREATE INDEX ON "user" ("email");'
+    plan = 'CREATE INDEX ON "activity_log" ("collaborationID");'
+    # as the step and DB/verified record them: the outcome with the SQL the check proposes
+    table_check = recorded(check_result(user, "indexes", False, dg.AssetCheckSeverity.WARN, **suggested_sql([index])))
+    database_check = recorded(
+        check_result(user, "query_plans", False, dg.AssetCheckSeverity.WARN, **suggested_sql([plan]))
+    )
+    passed = recorded(check_result(user, "row_count", True, dg.AssetCheckSeverity.ERROR, **suggested_sql([])))
+    assert table_check == {"passed": False, "severity": "WARN", "remedy": [index]} and "remedy" not in passed
+    _database(tmp_path, "alkemio", {"indexes": table_check, "row_count": passed}, {"query_plans": database_check})
+
+    db = gather(tmp_path)["alkemio"]
+    assert suggested_statements(db) == ["-- user: indexes", index, "-- query_plans", plan]
+    text = render({"alkemio": db}, "run-4")
+    assert (
+        "Suggested by the WARN checks: 2 statements in `alkemio/suggested.sql`; review them, then "
+        "`psql -d alkemio -f alkemio/suggested.sql`" in text
+    )
