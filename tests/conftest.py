@@ -66,6 +66,22 @@ def _fixture_databases(server, apply, unique_name: str, root: Path) -> Iterator[
             server.drop_database(database)
 
 
+def use_storage_database(
+    monkeypatch: pytest.MonkeyPatch, postgres: PostgresResource, database: str, artifacts: Path
+) -> None:
+    """The environment dagster.yaml reads (DAGSTER_PG_*, DAGSTER_ARTIFACTS_DIR), pointed at a
+    storage database of the test's own on the target server."""
+    for var, value in {
+        "DAGSTER_PG_HOST": postgres.host,
+        "DAGSTER_PG_PORT": str(postgres.port),
+        "DAGSTER_PG_USERNAME": postgres.user,
+        "DAGSTER_PG_PASSWORD": postgres.password,
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_ARTIFACTS_DIR": str(artifacts),
+    }.items():
+        monkeypatch.setenv(var, value)
+
+
 def fixture_sources(mysql: MySQLResource, unique_name: str, root: Path):
     return _fixture_databases(mysql, apply_source_schema, unique_name, root)
 

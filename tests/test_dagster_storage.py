@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
+from conftest import use_storage_database
 
 from alkemio_assets.core.settings import REPO_ROOT
 from resources import PostgresResource
@@ -19,15 +20,7 @@ def repository_instance(
 ) -> Iterator[dg.DagsterInstance]:
     """The repository's dagster.yaml on a storage database of the test's own."""
     postgres.create_database(unique_name)
-    for var, value in {
-        "DAGSTER_PG_HOST": postgres.host,
-        "DAGSTER_PG_PORT": str(postgres.port),
-        "DAGSTER_PG_USERNAME": postgres.user,
-        "DAGSTER_PG_PASSWORD": postgres.password,
-        "DAGSTER_PG_DB": unique_name,
-        "DAGSTER_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-    }.items():
-        monkeypatch.setenv(var, value)
+    use_storage_database(monkeypatch, postgres, unique_name, tmp_path / "artifacts")
     instance = dg.DagsterInstance.from_config(str(REPO_ROOT))
     try:
         yield instance

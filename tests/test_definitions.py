@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from conftest import migration_settings, run_job
+from conftest import migration_settings, run_job, use_storage_database
 
 from alkemio_assets.catalog.snapshot import read_snapshot
 from alkemio_assets.core.settings import REPO_ROOT, DatabasePair, Settings
@@ -93,12 +93,7 @@ def test_a_run_on_the_postgres_instance_refreshes_the_catalog(
 ):
     storage_db = f"{unique_name}_dagster"
     postgres.create_database(storage_db)
-    monkeypatch.setenv("DAGSTER_PG_HOST", settings.target.host)
-    monkeypatch.setenv("DAGSTER_PG_PORT", str(settings.target.port))
-    monkeypatch.setenv("DAGSTER_PG_USERNAME", settings.target.user)
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", settings.target.password())
-    monkeypatch.setenv("DAGSTER_PG_DB", storage_db)
-    monkeypatch.setenv("DAGSTER_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    use_storage_database(monkeypatch, postgres, storage_db, tmp_path / "artifacts")
     try:
         with dg.DagsterInstance.from_config(str(REPO_ROOT)) as instance:
             pair = DatabasePair("alkemio", source_databases["alkemio"], target_databases["alkemio"])
