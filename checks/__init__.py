@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -15,6 +16,29 @@ def check_result(
     return dg.AssetCheckResult(
         asset_key=asset_key, check_name=name, passed=passed, severity=severity, metadata=metadata
     )
+
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return "; ".join(str(v) for v in value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def evidence(rows: Iterable[Mapping[str, Any]], /, **columns: str) -> dg.TableMetadataValue:
+    """A check's evidence as the UI's table: one record per row, the columns named with their
+    types (`key="text", orphans="integer"`); a list in a cell is joined with "; "."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns.items()])
+    records = [dg.TableRecord({name: _cell(row.get(name)) for name in columns}) for row in rows]
+    return dg.MetadataValue.table(records, schema)
+
+
+def plain(value: dg.MetadataValue) -> Any:
+    """A metadata value as JSON holds it: a table as its records (a list of dicts)."""
+    if isinstance(value, dg.TableMetadataValue):
+        return [dict(record.data) for record in value.records]
+    return value.value
 
 
 def suggested_sql(statements: list[str]) -> dict[str, dg.MetadataValue]:
@@ -31,8 +55,8 @@ def recorded(result: dg.AssetCheckResult) -> dict[str, Any]:
     evidence the report shows (a side-by-side table) and the SQL it proposes, when it has them."""
     entry: dict[str, Any] = {"passed": result.passed, "severity": result.severity.value}
     for name in ("side_by_side", "remedy"):
-        if (value := result.metadata.get(name)) is not None and value.value:
-            entry[name] = value.value
+        if (value := result.metadata.get(name)) is not None and (kept := plain(value)):
+            entry[name] = kept
     return entry
 
 

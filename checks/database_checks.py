@@ -19,7 +19,7 @@ from alkemio_assets.catalog.versions import pair_versions
 from alkemio_assets.catalog.violations import null_violations, unique_violations
 from alkemio_assets.core.settings import DatabasePair, Settings
 from alkemio_assets.core.sql import first, mysql_ident
-from checks import check_result, suggested_sql
+from checks import check_result, evidence, suggested_sql
 from checks.table_checks import orphan_evidence, orphans
 from resources import MySQLResource, PostgresResource
 
@@ -63,9 +63,11 @@ def critical_tables(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
         "critical_tables",
         not failing,
         ERROR,
-        rows=dg.MetadataValue.json(rows),
-        missing_or_empty=dg.MetadataValue.json(failing),
-        seed_names=dg.MetadataValue.json(ctx.pair.seed_names()),
+        rows=evidence(({"table": t, "rows": n} for t, n in rows.items()), table="text", rows="bigint"),
+        missing_or_empty=evidence(({"table": t} for t in failing), table="text"),
+        seed_names=evidence(
+            ({"seed": seed, "here": here} for seed, here in ctx.pair.seed_names().items()), seed="text", here="text"
+        ),
     )
 
 
@@ -86,7 +88,7 @@ def encoding(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
         ERROR,
         postgres_server_encoding=server,
         postgres_client_encoding=client,
-        mysql_connection=dg.MetadataValue.json(mysql),
+        mysql_connection=evidence(({"setting": k, "value": v} for k, v in mysql.items()), setting="text", value="text"),
     )
 
 
@@ -111,9 +113,9 @@ def kratos_identities(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
         "kratos_identities",
         equal and not bare,
         WARN,
-        counts=dg.MetadataValue.json(counts),
+        counts=evidence(({"table": t} | c for t, c in counts.items()), table="text", mysql="bigint", postgres="bigint"),
         identities_without_credentials=len(bare),
-        sample=dg.MetadataValue.json(bare[:20]),
+        sample=evidence(({"identity": i} for i in bare[:20]), identity="text"),
     )
 
 
@@ -145,8 +147,10 @@ def kratos_network(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
         "kratos_network",
         passed,
         ERROR,
-        networks=dg.MetadataValue.json(networks),
-        rows_under_other_nid=dg.MetadataValue.json(foreign),
+        networks=evidence(({"network": n} for n in networks), network="text"),
+        rows_under_other_nid=evidence(
+            ({"table": t, "rows": n} for t, n in foreign.items()), table="text", rows="bigint"
+        ),
     )
 
 
@@ -181,7 +185,14 @@ def cross_database_references(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
             "sample": dangling[:10],
         }
     passed = all(v["dangling"] == 0 for v in found.values())
-    return _result(ctx, "cross_database_references", passed, ERROR, references=dg.MetadataValue.json(found))
+    references = evidence(
+        ({"reference": r} | v for r, v in found.items()),
+        reference="text",
+        set="bigint",
+        dangling="bigint",
+        sample="text",
+    )
+    return _result(ctx, "cross_database_references", passed, ERROR, references=references)
 
 
 def deferred_foreign_keys(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
@@ -233,7 +244,7 @@ def query_plans(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
         "query_plans",
         not unindexed,
         WARN,
-        plans=dg.MetadataValue.json(plans),
+        plans=evidence(({"lookup": k, "plan": v} for k, v in plans.items()), lookup="text", plan="text"),
         **suggested_sql(unindexed),
     )
 
@@ -336,6 +347,9 @@ def query_parity(ctx: DatabaseCheckContext) -> dg.AssetCheckResult:
     )
 
 
+VERSION_COLUMNS = {"source": "text", "source_count": "integer", "target": "text", "target_count": "integer"}
+
+
 def schema_contract(
     pair: DatabasePair,
     source: Catalog,
@@ -352,14 +366,14 @@ def schema_contract(
     versions, wrong = pair_versions(pair, mysql, postgres)
     planned = list(plans.values())
     problems = wrong + problems + null_violations(mysql, pair, planned) + unique_violations(mysql, pair, planned)
-    metadata = {} if versions is None else {"versions": dg.MetadataValue.json(asdict(versions))}
+    metadata = {} if versions is None else {"versions": evidence([asdict(versions)], **VERSION_COLUMNS)}
     return check_result(
         asset_key,
         "schema_contract",
         not problems,
         ERROR,
         tables=len(plans),
-        problems=dg.MetadataValue.json(problems),
+        problems=evidence(({"problem": p} for p in problems), problem="text"),
         **metadata,
     )
 

@@ -21,7 +21,7 @@ from alkemio_assets.catalog.target import TargetForeignKey, TargetTable
 from alkemio_assets.catalog.violations import target_orphans
 from alkemio_assets.core.fetch import DEFAULT, Fetch
 from alkemio_assets.core.sql import first, mysql_ident
-from checks import check_result, suggested_sql
+from checks import check_result, evidence, suggested_sql
 from checks.documents import compressed_columns, mysql_documents, postgres_documents
 from checks.fingerprint import (
     BUCKETS,
@@ -137,7 +137,8 @@ def content_fingerprint(ctx: TableCheckContext) -> dg.AssetCheckResult:
     if not passed:
         buckets = {i for i in range(BUCKETS) if left.buckets[i] != right.buckets[i]}
         source, target = _rows_in(ctx)
-        metadata["differing_keys"] = dg.MetadataValue.json(differing_keys(source(buckets), target(buckets)))
+        found = differing_keys(source(buckets), target(buckets))
+        metadata["differing_keys"] = evidence(({"key": k} for k in found), key="text")
     return _result(ctx, "content_fingerprint", passed, ERROR, **metadata)
 
 
@@ -151,11 +152,13 @@ def orphans(
 
 
 def orphan_evidence(counts: dict[str, int], samples: dict[str, list[str]]) -> dict[str, Any]:
-    """A foreign-key check's metadata: keys checked, orphans per key, up to five orphan keys."""
-    metadata: dict[str, Any] = {"foreign_keys": len(counts), "orphans": dg.MetadataValue.json(counts)}
-    if samples:
-        metadata["orphan_keys"] = dg.MetadataValue.json(samples)
-    return metadata
+    """A foreign-key check's metadata: keys checked, and a table of the orphans per key with up
+    to five of them (the child row's key and the parent key it names)."""
+    rows = [{"foreign_key": fk, "orphans": n, "sample": samples.get(fk, [])} for fk, n in counts.items()]
+    return {
+        "foreign_keys": len(counts),
+        "orphans": evidence(rows, foreign_key="text", orphans="integer", sample="text"),
+    }
 
 
 def foreign_keys(ctx: TableCheckContext) -> dg.AssetCheckResult:
@@ -166,7 +169,7 @@ def foreign_keys(ctx: TableCheckContext) -> dg.AssetCheckResult:
         counts, samples = orphans(conn, ctx.plan.target, now)
     metadata = orphan_evidence(counts, samples)
     if deferred := sorted(fk.name for fk in ctx.plan.target.foreign_keys if fk not in now):
-        metadata["proven_on_verified"] = dg.MetadataValue.json(deferred)
+        metadata["proven_on_verified"] = evidence(({"foreign_key": fk} for fk in deferred), foreign_key="text")
     return _result(ctx, "foreign_keys", not any(counts.values()), ERROR, **metadata)
 
 
@@ -180,7 +183,7 @@ def keys(ctx: TableCheckContext) -> dg.AssetCheckResult:
         not missing,
         ERROR,
         source_unique_keys=len(ctx.plan.source.unique_keys),
-        missing=dg.MetadataValue.json(missing),
+        missing=evidence(({"columns": k} for k in missing), columns="text"),
     )
 
 
@@ -205,7 +208,11 @@ def indexes(ctx: TableCheckContext) -> dg.AssetCheckResult:
         "indexes",
         not missing,
         WARN,
-        missing=dg.MetadataValue.json([list(c) for c in missing]),
+        missing=evidence(
+            ({"columns": list(c), "suggested": s} for c, s in zip(missing, statements, strict=True)),
+            columns="text",
+            suggested="text",
+        ),
         **suggested_sql(statements),
     )
 
@@ -243,14 +250,16 @@ def sequences(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """Every sequence owned by a column is past the column's maximum."""
     with ctx.postgres.connect(ctx.target_database) as conn:
         found = sequence_positions(conn, ctx.plan.target)
-    behind = {s: v for s, v in found.items() if v["next"] <= v["max"]}
+    rows = [
+        {"sequence": s, "column_max": v["max"], "next_value": v["next"], "behind": v["next"] <= v["max"]}
+        for s, v in found.items()
+    ]
     return _result(
         ctx,
         "sequences",
-        not behind,
+        not any(r["behind"] for r in rows),
         ERROR,
-        sequences=dg.MetadataValue.json(found),
-        behind=dg.MetadataValue.json(behind),
+        sequences=evidence(rows, sequence="text", column_max="bigint", next_value="bigint", behind="boolean"),
     )
 
 
@@ -318,10 +327,18 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
         for name, n in replaced_target.items()
         if n > replaced_source.get(name, 0)
     }
-    evidence = {
-        c.name: [{"mysql": _short(a[i]), "postgres": _short(b[i])} for a, b in zip(left, right, strict=False)]
+    positions = {c.name: i for i, c in enumerate(plan.columns)}
+    side_by_side = [
+        {
+            "row": ", ".join(f"{k}={a[positions[k]]}" for k in plan.source.primary_key if k in positions) or f"#{n}",
+            "column": c.name,
+            "mysql": _short(a[i]),
+            "postgres": _short(b[i]),
+            "equal": a[i] == b[i],
+        }
+        for n, (a, b) in enumerate(zip(left, right, strict=False), 1)
         for i, c in enumerate(plan.columns)
-    }
+    ]
     passed = left == right and not gained
     return _result(
         ctx,
@@ -329,15 +346,17 @@ def samples(ctx: TableCheckContext) -> dg.AssetCheckResult:
         passed,
         ERROR,
         rows=len(left),
-        side_by_side=dg.MetadataValue.json(evidence),
-        replacement_characters_gained=dg.MetadataValue.json(gained),
+        side_by_side=evidence(side_by_side, row="text", column="text", mysql="text", postgres="text", equal="boolean"),
+        replacement_characters_gained=evidence(
+            ({"column": c, "rows": n} for c, n in gained.items()), column="text", rows="integer"
+        ),
     )
 
 
 def compressed_documents(ctx: TableCheckContext) -> dg.AssetCheckResult:
     """Every compressed document inflates on MySQL as the MySQL application reads it and on
     PostgreSQL as the PostgreSQL application reads it, and the inflated documents are equal."""
-    evidence, passed = {}, True
+    found, passed = [], True
     for column in compressed_columns(ctx.plan):
         left = mysql_documents(ctx.mysql, ctx.source_database, ctx.plan, column, ctx.fetch)
         right = postgres_documents(ctx.postgres, ctx.target_database, ctx.plan, column, ctx.fetch)
@@ -345,15 +364,28 @@ def compressed_documents(ctx: TableCheckContext) -> dg.AssetCheckResult:
             left.fingerprint.buckets == right.fingerprint.buckets and left.fingerprint.rows == right.fingerprint.rows
         )
         passed = passed and equal and not left.failed and not right.failed
-        evidence[column.name] = {
-            "inflated_mysql": left.fingerprint.rows,
-            "inflated_postgres": right.fingerprint.rows,
-            "not_inflating_mysql": left.failed,
-            "not_inflating_postgres": right.failed,
-            "sample_keys_not_inflating": left.failed_keys + right.failed_keys,
-            "documents_equal": equal,
-        }
-    return _result(ctx, "compressed_documents", passed, ERROR, columns=dg.MetadataValue.json(evidence))
+        found.append(
+            {
+                "column": column.name,
+                "inflated_mysql": left.fingerprint.rows,
+                "inflated_postgres": right.fingerprint.rows,
+                "not_inflating_mysql": left.failed,
+                "not_inflating_postgres": right.failed,
+                "sample_keys_not_inflating": left.failed_keys + right.failed_keys,
+                "documents_equal": equal,
+            }
+        )
+    columns = evidence(
+        found,
+        column="text",
+        inflated_mysql="integer",
+        inflated_postgres="integer",
+        not_inflating_mysql="integer",
+        not_inflating_postgres="integer",
+        sample_keys_not_inflating="text",
+        documents_equal="boolean",
+    )
+    return _result(ctx, "compressed_documents", passed, ERROR, columns=columns)
 
 
 def _short(value: str | None, limit: int = 80) -> str | None:

@@ -125,6 +125,10 @@ class ReadQuery:
     postgres: str
 
 
+Phase = Literal["prepare", "export", "stage", "load", "verify"]
+PHASES: tuple[Phase, ...] = ("prepare", "export", "stage", "load", "verify")
+
+
 @dataclass(frozen=True)
 class DatabasePair:
     """One MySQL database and the PostgreSQL database it converges on."""
@@ -145,12 +149,39 @@ class DatabasePair:
     later: SchemaStep | None = None  # the application's migrations after the baseline, after the load
     queries: tuple[ReadQuery, ...] = ()  # timed on both sides after the load (check query_parity)
 
+    def group(self, phase: Phase) -> str:
+        """The UI's group of this database's assets of one phase, in the order of the phases:
+        `alkemio_1_prepare` (catalog, schema), `_2_export`, `_3_stage`, `_4_load`, `_5_verify`."""
+        return f"{self.name}_{PHASES.index(phase) + 1}_{phase}"
+
     def seed_names(self) -> dict[str, str]:
         """The seed's table names that this schema calls otherwise, or has no table for, and why."""
         return {
             name: f"table {seed.table}" if seed.table is not None else f"no table: {seed.reason}"
             for name, seed in self.seed_tables.items()
         }
+
+
+# Column names (case-insensitive substrings) whose values a row preview never shows: e-mails,
+# names and phone numbers, password hashes and credentials, tokens, codes and secrets, and the
+# Kratos documents that hold them (traits, credential configs, flow contexts, message bodies).
+# migration.toml [preview] mask replaces the list.
+MASKED_COLUMNS = (
+    *("email", "phone", "upn", "firstname", "lastname", "recipient"),  # who a person is
+    *("password", "hash", "credential", "identifier", "token", "secret", "code"),  # what lets one in
+    *("traits", "config", "payload", "context", "body"),  # Kratos documents that hold both
+)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The few rows an asset's page shows of its file, with sensitive columns masked."""
+
+    rows: int = 5  # 0: no preview
+    mask: tuple[str, ...] = MASKED_COLUMNS
+
+    def masks(self, column: str) -> bool:
+        return any(part in column.lower() for part in self.mask)
 
 
 @dataclass(frozen=True)
@@ -177,6 +208,8 @@ class Settings:
     quiet_seconds: int = 10  # the source must not change for this long before the export (0: not looked at)
     extra_databases: tuple[str, ...] = ()  # target databases the applications need besides the pairs'
     replace_target: bool = False  # schema preparation may drop a target that holds application data
+    preview: Preview = Preview()  # the rows an asset's page shows (migration.toml [preview])
+    progress_seconds: int = 10  # a step says its progress this often (0: never)
 
     @property
     def fetch(self) -> Fetch:
@@ -323,6 +356,16 @@ def _pairs(config: Mapping, env: Mapping[str, str], problems: list[str]) -> tupl
     return tuple(pairs)
 
 
+def _preview(entry: Mapping, env: Mapping[str, str], problems: list[str]) -> Preview:
+    """migration.toml [preview]: rows (MIGRATION_PREVIEW_ROWS first) and the masked column names."""
+    rows = _positive(env, "MIGRATION_PREVIEW_ROWS", int(entry.get("rows", Preview.rows)), "preview rows", problems, 0)
+    mask = entry.get("mask", MASKED_COLUMNS)
+    if not isinstance(mask, list | tuple) or not all(isinstance(m, str) and m.strip() for m in mask):
+        problems.append('migration.toml: preview.mask is a list of column-name parts, e.g. ["email", "token"]')
+        mask = MASKED_COLUMNS
+    return Preview(rows, tuple(m.strip().lower() for m in mask))
+
+
 def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | None = None) -> Settings:
     """Read settings; raise SettingsError naming every missing or malformed value. The
     configuration file is `config_path`, else MIGRATION_CONFIG, else migration.toml."""
@@ -406,6 +449,8 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
     extra = config.get("target", {}).get("databases", [])
     if "MIGRATION_EXTRA_DATABASES" in env:
         extra = [name.strip() for name in env["MIGRATION_EXTRA_DATABASES"].split(",") if name.strip()]
+    preview = _preview(config.get("preview", {}), env, problems)
+    progress = _positive(env, "MIGRATION_PROGRESS_SECONDS", 10, "seconds between progress lines (0: none)", problems, 0)
     if len(monitor_cron.split()) != 5:
         problems.append(f"MIGRATION_MONITOR_CRON={monitor_cron!r} is not a cron schedule of five fields")
     if problems:
@@ -433,4 +478,6 @@ def load_settings(environ: Mapping[str, str] | None = None, config_path: Path | 
         quiet_seconds=quiet,
         extra_databases=tuple(extra),
         replace_target=replace_target,
+        preview=preview,
+        progress_seconds=progress,
     )

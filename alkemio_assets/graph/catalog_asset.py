@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 from pathlib import Path
-from typing import cast
 
 import dagster as dg
 
@@ -11,6 +10,7 @@ from alkemio_assets.catalog.source import read_mysql_catalog, read_table_sizes
 from alkemio_assets.catalog.target import read_pg_catalog
 from alkemio_assets.core.settings import DatabasePair
 from alkemio_assets.graph.keys import catalog_key
+from checks import plain
 from checks.database_checks import schema_contract
 from resources import MySQLResource, PostgresResource
 
@@ -18,7 +18,7 @@ from resources import MySQLResource, PostgresResource
 def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
     @dg.asset(
         key=catalog_key(pair),
-        group_name=pair.name,
+        group_name=pair.group("prepare"),
         kinds={"mysql", "postgres"},
         check_specs=[
             dg.AssetCheckSpec(
@@ -30,9 +30,9 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
             )
         ],
         description=(
-            f"Tables, columns, keys and foreign keys of MySQL `{pair.source_database}` and of the target "
-            f"PostgreSQL `{pair.target_database}`, kept in the snapshot {snapshot_path(pair.name, directory).name} "
-            "from which the graph is built, so that it loads without either server."
+            f"Reads the tables, columns, keys and foreign keys of MySQL {pair.source_database} and of the target "
+            f"PostgreSQL {pair.target_database} into the snapshot {snapshot_path(pair.name, directory).name}, "
+            "from which the graph is built (so that it loads without either server)."
         ),
     )
     def source_catalog(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
@@ -61,7 +61,7 @@ def catalog_asset(pair: DatabasePair, directory: Path) -> dg.AssetsDefinition:
             contract = schema_contract(pair, source, target, mysql, postgres, catalog_key(pair))
             if not contract.passed:
                 # in the job's own output too, not only in the check's metadata in the UI
-                problems = cast(list[str], contract.metadata["problems"].value)
+                problems = [row["problem"] for row in plain(contract.metadata["problems"])]
                 context.log.error(f"{pair.name}: schema contract broken:\n  - " + "\n  - ".join(problems))
             yield contract
 

@@ -10,11 +10,13 @@ from typing import Literal
 import dagster as dg
 
 from alkemio_assets.catalog.source import TableSpec
-from alkemio_assets.core.settings import DatabasePair
+from alkemio_assets.core.settings import DatabasePair, Phase
 
 Stage = Literal["csv", "staged", "postgres"]
 STAGES: tuple[Stage, ...] = ("csv", "staged", "postgres")
 STAGE_KINDS: dict[Stage, set[str]] = {"csv": {"mysql", "csv"}, "staged": {"duckdb"}, "postgres": {"postgres"}}
+# the phase (the UI's group, DatabasePair.group) each stage's assets belong to
+STAGE_PHASES: dict[Stage, Phase] = {"csv": "export", "staged": "stage", "postgres": "load"}
 _KEY_PART = re.compile(r"[^A-Za-z0-9_]")
 
 

@@ -22,8 +22,10 @@ from alkemio_assets.catalog.snapshot import Snapshot
 from alkemio_assets.catalog.target import TargetCatalog
 from alkemio_assets.catalog.violations import crossing_foreign_keys, target_orphans
 from alkemio_assets.core.errors import OrphanRowsError
-from alkemio_assets.core.settings import DatabasePair, Settings
+from alkemio_assets.core.settings import DatabasePair, Phase, Settings
 from alkemio_assets.graph.keys import Stage
+from alkemio_assets.graph.metadata import ROW_COUNT, SEQUENCES, file_metadata, preview, rate
+from alkemio_assets.graph.progress import Progress
 from alkemio_assets.graph.selection import Selection
 from alkemio_assets.stages.consistent_read import ConsistentRead
 from alkemio_assets.stages.export import ExportResult, KeyRange, chunk_count, export
@@ -66,6 +68,11 @@ class StepRun:
     duck: Any
     moment: ConsistentRead | None = None  # the export's connections, reading one moment of the source
     note: Note = lambda status, message: None  # an event for the run log
+    progress: Progress | None = None  # told of each table through each phase, said at a steady rhythm
+
+    def through(self, phase: Phase, name: str) -> None:
+        if self.progress is not None:
+            self.progress.done(phase, name)
 
     def retried(self, action: Callable[[], T], is_lost: Callable[[BaseException], bool], server: str, where: str) -> T:
         """`action()`, again after a lost connection, as MIGRATION_RETRIES says; each retry logged."""
@@ -165,13 +172,8 @@ def export_stage(run: StepRun, name: str) -> dg.MaterializeResult:
     run.manifest.span(name, "export", wall)
     return dg.MaterializeResult(
         asset_key=run.chosen.assets[name].keys["csv"],
-        metadata={
-            "rows": exported.rows,
-            "bytes": exported.bytes,
-            "sha256": exported.sha256,
-            "path": dg.MetadataValue.path(str(path)),
-            "seconds": round(time.time() - wall, 3),
-        },
+        metadata=file_metadata(path, exported.rows, exported.bytes, exported.sha256, time.time() - wall)
+        | with_preview(run, path),
     )
 
 
@@ -196,17 +198,20 @@ def staging_stage(run: StepRun, name: str) -> dg.MaterializeResult:
     run.manifest.span(name, "stage", wall)
     return dg.MaterializeResult(
         asset_key=run.chosen.assets[name].keys["staged"],
-        metadata={
-            "rows": staged.rows,
-            "sha256": staged.sha256,
-            "path": dg.MetadataValue.path(str(path)),
+        metadata=file_metadata(path, staged.rows, path.stat().st_size, staged.sha256, time.time() - wall)
+        | with_preview(run, path)
+        | {
             "duckdb_table": staged.staged_table,
             "from": dg.MetadataValue.path(str(source.path)),
             "input_run": source.run_id,
-            "casts": dg.MetadataValue.json({c.name: c.describe() for c in plan.columns}),
-            "seconds": round(time.time() - wall, 3),
         },
     )
+
+
+def with_preview(run: StepRun, path: Path) -> dict[str, dg.MetadataValue]:
+    """The file's first rows for the asset's page (migration.toml [preview]), if any are shown."""
+    shown = preview(run.duck.cursor(), path, run.settings.preview)
+    return {} if shown is None else {"preview": shown}
 
 
 def prepare_table(run: StepRun, name: str) -> list[dg.MaterializeResult]:
@@ -324,6 +329,7 @@ class Loading:
                     return
                 name = self._ready[done]
             done += 1
+            self.run.through("load", name)
             yield self.run.plans[name], staged_input(self.run, name)
 
     def _load(self) -> None:
@@ -386,16 +392,21 @@ def load_database(
 
 
 def loaded_result(run: StepRun, name: str, loaded: LoadResult, source: StagedInput) -> dg.MaterializeResult:
+    seconds = loaded.span[1] - loaded.span[0]
+    sequences = [
+        dg.TableRecord({"sequence": sequence, "next_value": value})
+        for sequence, value in sorted(loaded.sequences.items())
+    ]
     return dg.MaterializeResult(
         asset_key=run.chosen.assets[name].keys["postgres"],
         metadata={
-            "rows": loaded.rows,
+            ROW_COUNT: loaded.rows,
             "outcome": loaded.outcome,
-            "sequences": dg.MetadataValue.json(loaded.sequences),
-            "target": f"{run.pair.target_database}.{name}",
+            "sequences": dg.MetadataValue.table(sequences, SEQUENCES),
             "input_run": source.run_id,
             "sha256": source.sha256,
-            "seconds": round(loaded.span[1] - loaded.span[0], 3),
+            "seconds": round(seconds, 3),
+            "rows_per_second": rate(loaded.rows, seconds),
         },
     )
 

@@ -11,7 +11,8 @@ from alkemio_assets.catalog.contract import TablePlan
 from alkemio_assets.catalog.lineage import Edge, load_order
 from alkemio_assets.catalog.snapshot import Snapshot
 from alkemio_assets.core.settings import DatabasePair
-from alkemio_assets.graph.keys import STAGE_KINDS, catalog_key, key_part, table_assets
+from alkemio_assets.graph.keys import STAGE_KINDS, STAGE_PHASES, Stage, catalog_key, key_part, table_assets
+from alkemio_assets.graph.metadata import definition_metadata
 from checks.table_checks import table_checks_for
 
 
@@ -35,33 +36,36 @@ def get_asset_specs(
     for table in tables:
         keys = assets[table.name].keys
         plan = plans.get(table.name) if plans else None
-        version = plan.code_version if plan else None
-        columns = len(table.columns)
+
+        def spec(stage: Stage, deps: Sequence[dg.AssetKey], description: str, table=table, plan=plan) -> dg.AssetSpec:
+            return dg.AssetSpec(
+                assets[table.name].keys[stage],
+                deps=deps,
+                group_name=pair.group(STAGE_PHASES[stage]),
+                kinds=STAGE_KINDS[stage],
+                code_version=plan.code_version if plan else None,
+                description=description,
+                metadata=definition_metadata(pair, table.name, plan, stage),
+            )
+
         specs += [
-            dg.AssetSpec(
-                keys["csv"],
-                deps=[catalog_key(pair), *after],
-                group_name=pair.name,
-                kinds=STAGE_KINDS["csv"],
-                code_version=version,
-                description=f"MySQL `{pair.source_database}`.`{table.name}` ({columns} columns) as an RFC 4180 CSV file.",
+            spec(
+                "csv",
+                [catalog_key(pair), *after],
+                f"Exports MySQL {pair.source_database}.{table.name} ({len(table.columns)} columns) to an RFC 4180 "
+                "CSV file in the run folder, read at the run's one moment of the source.",
             ),
-            dg.AssetSpec(
-                keys["staged"],
-                deps=[keys["csv"]],
-                group_name=pair.name,
-                kinds=STAGE_KINDS["staged"],
-                code_version=version,
-                description=f"`{table.name}` read by DuckDB with declared types, every value validated and cast "
-                "for the target; kept as a DuckDB table and a load-ready CSV file.",
+            spec(
+                "staged",
+                [keys["csv"]],
+                f"Reads the CSV file of {table.name} into DuckDB with its declared types, validates and casts "
+                "every value for the target (each column's rule under Columns) and writes a load-ready CSV file.",
             ),
-            dg.AssetSpec(
-                keys["postgres"],
-                deps=[keys["staged"], *(assets[d].keys["postgres"] for d in order.dependencies(table.name))],
-                group_name=pair.name,
-                kinds=STAGE_KINDS["postgres"],
-                code_version=version,
-                description=f"PostgreSQL `{pair.target_database}`.`{table.name}`, loaded atomically with COPY."
+            spec(
+                "postgres",
+                [keys["staged"], *(assets[d].keys["postgres"] for d in order.dependencies(table.name))],
+                f"Loads PostgreSQL {pair.target_database}.{table.name} with COPY, in the one transaction of its "
+                "database's run: all of the database's tables commit, or none."
                 + _broken_description(broken[table.name]),
             ),
         ]

@@ -35,8 +35,9 @@ from alkemio_assets.catalog.target import TargetCatalog
 from alkemio_assets.catalog.versions import Versions, pair_versions
 from alkemio_assets.catalog.violations import null_violations, unique_violations
 from alkemio_assets.core.settings import DatabasePair, Settings
-from alkemio_assets.graph.keys import key_part, step_name
+from alkemio_assets.graph.keys import STAGE_PHASES, key_part, step_name
 from alkemio_assets.graph.moves import Note, StepRun, loaded_result, prepare_table, start_load
+from alkemio_assets.graph.progress import Progress
 from alkemio_assets.graph.selection import Selection, select
 from alkemio_assets.stages.consistent_read import ConsistentRead
 from alkemio_assets.stages.faults import disk_full, is_disk_full
@@ -165,8 +166,25 @@ def move(run: StepRun, target: TargetCatalog, loaded_before: set[str]) -> Result
     """Export and stage the tables in parallel, then load the database in one transaction, then
     the checks; the loaded tables reported parents first. The manifest is written however it ends."""
     failure: BaseException | None = None
+    chosen = run.chosen
+    run.progress = Progress(
+        run.pair.name,
+        {
+            "export": len(chosen.having("csv")),
+            "stage": len(chosen.having("staged")),
+            "load": len(chosen.having("postgres")),
+        }
+        | {"verify": len(chosen.checks)},
+        run.folder / "csv",
+        sum(run.snapshot.sizes.get(name, 0) for name in chosen.having("csv")),
+        run.log.info,
+        run.settings.progress_seconds,
+    )
     try:
-        with ThreadPoolExecutor(max_workers=run.settings.workers, thread_name_prefix=f"{run.pair.name}-table") as pool:
+        with (
+            run.progress,
+            ThreadPoolExecutor(max_workers=run.settings.workers, thread_name_prefix=f"{run.pair.name}-table") as pool,
+        ):
             loading = start_load(run, target, loaded_before)
             try:
                 yield from prepare_tables(run, pool, loading.ready if loading else lambda name: None)
@@ -218,6 +236,9 @@ def prepare_tables(
 
         def prepared(name: str) -> list[dg.MaterializeResult]:
             results = prepare_table(run, name)
+            for stage, phase in STAGE_PHASES.items():
+                if stage in run.chosen.stages[name] and stage != "postgres":
+                    run.through(phase, name)
             if "staged" in run.chosen.stages[name]:
                 staged(name)  # the load takes it now, not once Dagster has written the events before it
             return results
@@ -249,6 +270,7 @@ def start_checks(pool: ThreadPoolExecutor, run: StepRun) -> list[Future[list[dg.
             for check in sorted(run.chosen.checks[name])
         ]
         run.manifest.span(name, "checks", wall)
+        run.through("verify", name)
         run.manifest.record(
             name,
             checks={r.check_name: recorded(r) for r in results if r.check_name},

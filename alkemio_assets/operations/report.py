@@ -4,6 +4,7 @@ failed, so the cut-over behind it never comes."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotations.
 import json
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,6 +140,7 @@ def gather(folder: Path) -> dict:
                     "rows": t.get("rows"),
                     "loaded_rows": t.get("loaded_rows"),
                     "load": t.get("load"),
+                    "seconds": {stage: round(end - start, 3) for stage, (start, end) in t.get("spans", {}).items()},
                     "checks": t.get("checks", {}),
                 }
                 for name, t in sorted(manifest["tables"].items())
@@ -147,6 +149,55 @@ def gather(folder: Path) -> dict:
             "later_migrations": json.loads(later.read_text()) if later.exists() else None,
         }
     return databases
+
+
+# The per-table summary, as pgloader ends a run: one row of data per table, written as the
+# report's Markdown table and as the text a headless run prints (`summary`)
+SUMMARY_COLUMNS = (
+    "table",
+    "MySQL rows",
+    "PostgreSQL rows",
+    "load",
+    "export s",
+    "stage s",
+    "load s",
+    "checks",
+    "failed",
+)
+
+
+def summary_rows(db: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for table, t in db["tables"].items():
+        seconds = t.get("seconds", {})
+        checks = t["checks"]
+        bad = ", ".join(f"{c} ({r['severity']})" for c, r in checks.items() if not r["passed"]) or "none"
+        passed = sum(r["passed"] for r in checks.values())
+        timed = [f"{seconds[s]:.1f}" if s in seconds else "-" for s in ("export", "stage", "load")]
+        rows.append(
+            (table, str(t["rows"]), str(t["loaded_rows"]), str(t["load"]), *timed, f"{passed}/{len(checks)}", bad)
+        )
+    return rows
+
+
+def summary(databases: dict) -> str:
+    """Every database's tables as a text table, with totals, for a terminal."""
+    lines = []
+    for name, db in databases.items():
+        rows = summary_rows(db)
+        loaded = sum(int(r[2]) for r in rows if r[2].isdigit())
+        total = (f"{name}: {len(rows)} tables", "", str(loaded), db["outcome"], "", "", "", "", "")
+        widths = [max(len(r[i]) for r in [SUMMARY_COLUMNS, *rows, total]) for i in range(len(SUMMARY_COLUMNS))]
+
+        def line(row: tuple[str, ...], widths: list[int] = widths) -> str:
+            return "  ".join(
+                cell.rjust(w) if 0 < i < 7 else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        lines += [line(SUMMARY_COLUMNS), rule, *map(line, rows), rule, line(total), ""]
+    return "\n".join(lines)
 
 
 SUGGESTED_SQL = "suggested.sql"  # per database folder: the SQL the WARN checks propose
@@ -244,13 +295,8 @@ def render(
         if renamed:
             lines += ["The seed's critical tables by their names in this schema:", ""]
             lines += [f"- `{seed}`: {meaning}" for seed, meaning in renamed.items()] + [""]
-        lines += [
-            "| table | MySQL rows | PostgreSQL rows | load | failed checks |",
-            "|---|---|---|---|---|",
-        ]
-        for table, t in db["tables"].items():
-            bad = ", ".join(f"{c} ({r['severity']})" for c, r in t["checks"].items() if not r["passed"]) or "none"
-            lines.append(f"| {table} | {t['rows']} | {t['loaded_rows']} | {t['load']} | {bad} |")
+        lines += ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in summary_rows(db)]
         lines += [
             "",
             "Database checks: "
@@ -287,8 +333,10 @@ def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDe
         key=REPORT_KEY,
         deps=upstream,
         group_name="migration",
-        kinds={"json"},
-        description="Every check of the run with the manual checklist: report.md and report.json in the run folder.",
+        kinds={"markdown", "json"},
+        description="Gathers every check of the run, the run log and the manual checklist into the report, shown "
+        "on this asset's page and written as report.md and report.json to the run folder; fails when an ERROR "
+        "check failed, which blocks the cut-over.",
     )
     def report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Gather the run's checks into the migration report; refuse a run whose ERROR checks failed."""
@@ -318,13 +366,30 @@ def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDe
         for name, db in databases.items():
             if statements := suggested_statements(db):
                 (folder / name / SUGGESTED_SQL).write_text("\n".join(statements) + "\n")
-        (folder / "report.md").write_text(render(databases, folder.name, seeds, events, folder))
+        text = render(databases, folder.name, seeds, events, folder)
+        (folder / "report.md").write_text(text)
         metadata = {
-            "report": dg.MetadataValue.path(str(folder / "report.md")),
-            "run_log": dg.MetadataValue.md("\n".join(events_table(events))),
+            "report": dg.MetadataValue.md(text),  # the asset's page shows the report itself
+            "report_file": dg.MetadataValue.path(str(folder / "report.md")),
         }
         if failed:
             raise dg.Failure(f"ERROR checks failed, cut-over blocked: {failed}", metadata=metadata)
         return dg.MaterializeResult(metadata={**metadata, "databases": len(databases)})
 
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m alkemio_assets.operations.report RUN_FOLDER`: the run's per-table summary."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not (Path(args[0]) / "report.json").is_file():
+        print(
+            "usage: python -m alkemio_assets.operations.report RUN_FOLDER  (a folder with report.json)", file=sys.stderr
+        )
+        return 2
+    print(summary(json.loads((Path(args[0]) / "report.json").read_text(encoding="utf-8"))), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -184,7 +184,7 @@ def prepare_schema_job(settings: Settings) -> dg.JobDefinition:
     def prepare_op(pair: DatabasePair) -> dg.OpDefinition:
         @dg.op(
             name=f"{pair.name}_target_schema",
-            description=f"Schema first: PostgreSQL `{pair.target_database}` made with the application's own "
+            description=f"Schema first: PostgreSQL {pair.target_database} made with the application's own "
             "migrations (or a SQL file), refused over application data, proved by its ledger and the schema contract.",
         )
         def target_schema(context: dg.OpExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
@@ -304,7 +304,7 @@ def later_migrations_asset(pair: DatabasePair, settings: Settings) -> dg.AssetsD
     @dg.asset(
         key=key,
         deps=[verified_key(pair)],
-        group_name=pair.name,
+        group_name=pair.group("verify"),
         kinds={"postgres"},
         check_specs=[
             dg.AssetCheckSpec(
@@ -314,7 +314,7 @@ def later_migrations_asset(pair: DatabasePair, settings: Settings) -> dg.AssetsD
                 description="After the later migrations: every table's rows and content equal to MySQL's again.",
             )
         ],
-        description=f"The application's migrations after the baseline on `{pair.target_database}`, then the data "
+        description=f"The application's migrations after the baseline on {pair.target_database}, then the data "
         "verified against MySQL again with the new types.",
     )
     def later_migrations(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):

@@ -33,13 +33,13 @@ def verified_asset(
     @dg.asset(
         key=key,
         deps=loaded,
-        group_name=pair.name,
+        group_name=pair.group("verify"),
         kinds={"postgres"},
         check_specs=[
             dg.AssetCheckSpec(name, asset=key, description=text, blocking=severity == dg.AssetCheckSeverity.ERROR)
             for name, (_, severity, text) in chosen.items()
         ],
-        description=f"PostgreSQL `{pair.target_database}` after the load, with the checks that hold per database.",
+        description=f"Runs the checks that hold per database on PostgreSQL {pair.target_database} once its tables are loaded.",
     )
     def verified(context: dg.AssetExecutionContext, mysql: MySQLResource, postgres: PostgresResource):
         """Run the database-level checklist items for one database pair."""

@@ -170,9 +170,10 @@ def out_of_memory(duck: Any, plan: TablePlan, longest_record: int, exc: BaseExce
 
 
 def staged_reader(path: Path) -> str:
-    """DuckDB's reader of a load-ready file, every value as the text COPY reads (NULL apart from '')."""
+    """DuckDB's reader of a load-ready file (or an exported one: the same conventions), every value
+    as the text COPY reads (NULL apart from '')."""
     return (
-        f"read_csv({_literal(str(path))}, header = true, all_varchar = true, quote = '\"', escape = '\"', "
+        f"read_csv({_literal(str(path))}, header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', "
         "nullstr = '', allow_quoted_nulls = false, max_line_size = 1000000000)"
     )
 

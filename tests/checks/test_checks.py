@@ -15,6 +15,7 @@ from conftest import failed_error_checks, failure_message, materialize_all, run_
 
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.definitions import build_definitions
+from checks import plain
 from checks.database_checks import DatabaseCheckContext, Timing, encoding, side_by_side
 from resources import MySQLResource, PostgresResource
 
@@ -36,7 +37,13 @@ def evaluate(settings: Settings, instance: dg.DagsterInstance, asset: str, check
 
 
 def meta(evaluation: dg.AssetCheckEvaluation, name: str):
-    return evaluation.metadata[name].value
+    """A check's evidence as a person reads it in the UI: a table's rows as dicts."""
+    return plain(evaluation.metadata[name])
+
+
+def by(rows: list[dict], key: str) -> dict[str, dict]:
+    """An evidence table's rows by one of its columns."""
+    return {row[key]: row for row in rows}
 
 
 def target_sql(postgres: PostgresResource, database: str, *statements: str) -> None:
@@ -110,7 +117,7 @@ def test_content_fingerprint_names_the_changed_row(migrated, postgres, instance,
     target_sql(postgres, databases["alkemio"], change)
     e = evaluate(settings, instance, f"alkemio/postgres/{table}", "content_fingerprint")
     assert not e.passed
-    assert meta(e, "differing_keys") == [key]
+    assert meta(e, "differing_keys") == [{"key": key}]
 
 
 def test_foreign_keys_show_the_orphan(migrated, postgres, instance):
@@ -123,8 +130,9 @@ def test_foreign_keys_show_the_orphan(migrated, postgres, instance):
     )
     e = evaluate(settings, instance, "alkemio/postgres/visual", "foreign_keys")
     assert not e.passed
-    assert meta(e, "orphans")["FK_visual_profile"] == 1
-    ((shown,),) = meta(e, "orphan_keys").values()
+    orphans = by(meta(e, "orphans"), "foreign_key")["FK_visual_profile"]
+    assert orphans["orphans"] == 1
+    shown = orphans["sample"]
     assert shown.startswith("row id='") and f"profileId='{ghost}' names no parent row" in shown
 
 
@@ -140,11 +148,13 @@ def test_the_cycle_edge_is_proven_on_verified(migrated, postgres, instance):
             WHERE id = (SELECT id FROM storage_aggregator ORDER BY id LIMIT 1)""",
     )
     own = evaluate(settings, instance, "alkemio/postgres/storage_aggregator", "foreign_keys")
-    assert own.passed and meta(own, "proven_on_verified") == ["FK_storage_aggregator_direct_storage"]
+    assert own.passed and meta(own, "proven_on_verified") == [{"foreign_key": "FK_storage_aggregator_direct_storage"}]
     e = evaluate(settings, instance, "alkemio/verified", "deferred_foreign_keys")
     assert not e.passed
-    assert meta(e, "orphans") == {"storage_aggregator.FK_storage_aggregator_direct_storage": 1}
-    (shown,) = meta(e, "orphan_keys")["storage_aggregator.FK_storage_aggregator_direct_storage"]
+    (orphans,) = meta(e, "orphans")
+    assert orphans["foreign_key"] == "storage_aggregator.FK_storage_aggregator_direct_storage"
+    assert orphans["orphans"] == 1
+    shown = orphans["sample"]
     assert shown.startswith("row id='") and f"directStorageId='{ghost}' names no parent row" in shown
 
 
@@ -152,10 +162,10 @@ def test_keys_and_query_plans_see_a_dropped_unique_index(migrated, postgres, ins
     settings, databases, _ = migrated
     target_sql(postgres, databases["alkemio"], 'ALTER TABLE "user" DROP CONSTRAINT "IDX_user_email"')
     keys = evaluate(settings, instance, "alkemio/postgres/user", "keys")
-    assert not keys.passed and meta(keys, "missing") == [["email"]]
+    assert not keys.passed and meta(keys, "missing") == [{"columns": "email"}]
     plans = evaluate(settings, instance, "alkemio/verified", "query_plans")
     assert not plans.passed and plans.severity == dg.AssetCheckSeverity.WARN
-    assert meta(plans, "plans")["user.email"] == "Seq Scan"
+    assert by(meta(plans, "plans"), "lookup")["user.email"]["plan"] == "Seq Scan"
     assert 'CREATE INDEX ON "user" ("email");' in meta(plans, "suggested")
 
 
@@ -164,15 +174,17 @@ def test_indexes_warn_with_the_statement_to_add(migrated, postgres, instance):
     target_sql(postgres, databases["alkemio"], 'DROP INDEX "IDX_activity_log_collaboration"')
     e = evaluate(settings, instance, "alkemio/postgres/activity_log", "indexes")
     assert not e.passed and e.severity == dg.AssetCheckSeverity.WARN
-    assert ["collaborationID"] in meta(e, "missing")
-    assert 'CREATE INDEX ON "activity_log" ("collaborationID");' in meta(e, "suggested")
+    statement = 'CREATE INDEX ON "activity_log" ("collaborationID");'
+    assert {"columns": "collaborationID", "suggested": statement} in meta(e, "missing")
+    assert statement in meta(e, "suggested")
 
 
 def test_sequences_see_one_set_back(migrated, postgres, instance):
     settings, databases, _ = migrated
     target_sql(postgres, databases["alkemio"], """SELECT setval('"user_rowId_seq"', 1)""")
     e = evaluate(settings, instance, "alkemio/postgres/user", "sequences")
-    assert not e.passed and 'public."user_rowId_seq"' in meta(e, "behind")
+    sequence = by(meta(e, "sequences"), "sequence")['public."user_rowId_seq"']
+    assert not e.passed and sequence["behind"] and sequence["next_value"] <= sequence["column_max"]
 
 
 def test_samples_see_lost_newlines_and_replacement_characters(migrated, postgres, instance):
@@ -185,17 +197,17 @@ def test_samples_see_lost_newlines_and_replacement_characters(migrated, postgres
     )
     lost = evaluate(settings, instance, "alkemio/postgres/comment", "samples")
     assert not lost.passed
-    side = meta(lost, "side_by_side")["message"]
-    assert any(s["mysql"] != s["postgres"] for s in side)
+    side = [row for row in meta(lost, "side_by_side") if row["column"] == "message"]
+    assert any(s["mysql"] != s["postgres"] and not s["equal"] and s["row"].startswith("id=") for s in side)
     gained = evaluate(settings, instance, "alkemio/postgres/reference", "samples")
-    assert not gained.passed and meta(gained, "replacement_characters_gained") == {"name": 1}
+    assert not gained.passed and meta(gained, "replacement_characters_gained") == [{"column": "name", "rows": 1}]
 
 
 def test_critical_tables_see_an_empty_one(migrated, postgres, instance):
     settings, databases, _ = migrated
     target_sql(postgres, databases["alkemio"], "DELETE FROM notification")
     e = evaluate(settings, instance, "alkemio/verified", "critical_tables")
-    assert not e.passed and meta(e, "missing_or_empty") == ["notification"]
+    assert not e.passed and meta(e, "missing_or_empty") == [{"table": "notification"}]
 
 
 def test_kratos_identity_without_credentials_is_listed(migrated, postgres, instance):
@@ -207,8 +219,8 @@ def test_kratos_identity_without_credentials_is_listed(migrated, postgres, insta
     target_sql(postgres, databases["kratos"], f"DELETE FROM identity_credentials WHERE identity_id = '{identity}'")
     e = evaluate(settings, instance, "kratos/verified", "kratos_identities")
     assert not e.passed and e.severity == dg.AssetCheckSeverity.WARN
-    assert identity in meta(e, "sample")
-    counts = meta(e, "counts")["identity_credentials"]
+    assert {"identity": identity} in meta(e, "sample")
+    counts = by(meta(e, "counts"), "table")["identity_credentials"]
     assert counts["postgres"] < counts["mysql"]
 
 
@@ -223,7 +235,8 @@ def test_kratos_network_sees_a_second_network(migrated, postgres, instance):
     )
     e = evaluate(settings, instance, "kratos/verified", "kratos_network")
     assert not e.passed
-    assert other in meta(e, "networks") and meta(e, "rows_under_other_nid")["identities"] >= 1
+    assert {"network": other} in meta(e, "networks")
+    assert by(meta(e, "rows_under_other_nid"), "table")["identities"]["rows"] >= 1
 
 
 def test_alkemio_users_must_name_kratos_identities(migrated, postgres, instance):
@@ -236,7 +249,7 @@ def test_alkemio_users_must_name_kratos_identities(migrated, postgres, instance)
     )
     e = evaluate(settings, instance, "alkemio/verified", "cross_database_references")
     assert not e.passed
-    assert meta(e, "references")["user.authId -> kratos.identities.id"]["sample"] == [ghost]
+    assert by(meta(e, "references"), "reference")["user.authId -> kratos.identities.id"]["sample"] == ghost
 
 
 def test_encoding_refuses_a_database_that_is_not_utf8(
@@ -269,7 +282,7 @@ def test_schema_contract_blocks_before_data_moves(migrated, mysql: MySQLResource
     )
     e = evaluate(settings, instance, "alkemio/source_catalog", "schema_contract")
     assert not e.passed
-    problems = meta(e, "problems")
+    problems = [row["problem"] for row in meta(e, "problems")]
     assert "alkemio.tagset.legacyFlag: no target column for MySQL tinyint(4)" in problems or any(
         "tagset.legacyFlag" in p for p in problems
     )
@@ -390,7 +403,7 @@ def test_a_json_document_must_arrive_byte_for_byte(mysql: MySQLResource, postgre
         assert same.passed and meta(same, "hashed_by") == "the servers (SQL)"
         target_sql(postgres, db, """UPDATE t SET doc = '{"b": 1.50, "a": [1, 2]}' WHERE n = 1""")
         rewritten = content_fingerprint(evaluation())
-        assert not rewritten.passed and meta(rewritten, "differing_keys") == ["1"]
+        assert not rewritten.passed and meta(rewritten, "differing_keys") == [{"key": "1"}]
 
 
 def test_a_read_is_slower_on_postgresql_only_past_the_factor_and_the_noise():

@@ -24,7 +24,7 @@ from alkemio_assets.catalog.snapshot import (
 )
 from alkemio_assets.catalog.source import Catalog, ColumnSpec, IndexSpec, TableSpec
 from alkemio_assets.catalog.target import TargetCatalog, TargetColumn, TargetTable
-from alkemio_assets.core.settings import DatabasePair
+from alkemio_assets.core.settings import PHASES, DatabasePair
 from alkemio_assets.definitions import build_definitions, pair_definitions
 from alkemio_assets.graph.factory import shard_tables
 from alkemio_assets.graph.keys import STAGES, AssetNameError, step_name, table_assets
@@ -44,6 +44,26 @@ def fixture_defs(source_databases, target_databases, tmp_path: Path, instance):
 
 
 @pytest.mark.e2e
+def test_each_stage_says_in_dagsters_own_metadata_which_relation_it_is_and_its_columns(fixture_defs):
+    """What the asset page's Columns and Storage show before any run: the PostgreSQL types with
+    the rule that casts each column into them, MySQL's types for the export; no raw Markdown in
+    the descriptions the catalog lists."""
+    settings, defs = fixture_defs
+    graph = defs.resolve_asset_graph()
+    pair = settings.pair("alkemio")
+    loaded = graph.get(dg.AssetKey.from_user_string("alkemio/postgres/user")).metadata
+    assert loaded["dagster/table_name"] == f"{pair.target_database}.public.user"
+    columns = {c.name: c for c in loaded["dagster/column_schema"].columns}
+    assert columns["email"].type == "character varying(512)" and columns["email"].tags == {"cast": "text"}
+    assert columns["id"].type == "uuid" and columns["id"].constraints.nullable is False
+    assert columns["id"].description.startswith("from MySQL char(36) by the rule uuid: ")
+    exported = graph.get(dg.AssetKey.from_user_string("alkemio/csv/user")).metadata
+    assert exported["dagster/table_name"] == f"mysql.{pair.source_database}.user"
+    assert {c.name: c.type for c in exported["dagster/column_schema"].columns}["id"] == "char(36)"
+    assert not [key for key in graph.get_all_asset_keys() if "`" in (graph.get(key).description or "")]
+
+
+@pytest.mark.e2e
 def test_three_assets_per_table_with_groups_and_kinds(fixture_defs):
     _, defs = fixture_defs
     graph = defs.resolve_asset_graph()
@@ -53,7 +73,10 @@ def test_three_assets_per_table_with_groups_and_kinds(fixture_defs):
     assert "alkemio/csv/migrations_typeorm" not in keys and "kratos/csv/schema_migration" not in keys
     assert len([k for k in keys if k.startswith("alkemio/")]) == 1 + 3 * 34 + 1  # catalog, tables, verified
     node = graph.get(dg.AssetKey.from_user_string("alkemio/postgres/user"))
-    assert node.group_name == "alkemio" and node.kinds == {"postgres"}
+    assert node.group_name == "alkemio_4_load" and node.kinds == {"postgres"}
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups >= {f"{db}_{n}_{phase}" for db in ("alkemio", "kratos") for n, phase in enumerate(PHASES, 1)}
+    assert graph.get(dg.AssetKey.from_user_string("alkemio/csv/user")).group_name == "alkemio_2_export"
     assert graph.get(dg.AssetKey.from_user_string("alkemio/csv/user")).kinds == {"mysql", "csv"}
     assert graph.get(dg.AssetKey.from_user_string("alkemio/staged/user")).kinds == {"duckdb"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {

@@ -4,6 +4,7 @@ database's tables in one transaction, and orphans among the staged files stop it
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from alkemio_assets.catalog.live import live_catalogs
 from alkemio_assets.catalog.snapshot import Snapshot
 from alkemio_assets.catalog.target import TargetCatalog
 from alkemio_assets.core.errors import OrphanRowsError
-from alkemio_assets.core.settings import DatabasePair
+from alkemio_assets.core.settings import DatabasePair, Preview
 from alkemio_assets.graph.keys import table_assets
 from alkemio_assets.graph.moves import LoadAborted, StepRun, export_stage, load_stage, staging_stage, start_load
 from alkemio_assets.graph.selection import select
@@ -84,11 +85,21 @@ def test_each_stage_alone_moves_the_table_and_records_it(moving: Moving, postgre
     run = moving.run
     exported = export_stage(run, "space")
     assert exported.asset_key == run.chosen.assets["space"].keys["csv"]
-    assert exported.metadata["rows"] == 2 and run.manifest.tables["space"]["rows"] == 2
-    assert (run.folder / "csv" / "space.csv").read_text().splitlines()[0] == "id,visible"
+    assert exported.metadata["dagster/row_count"] == 2 and run.manifest.tables["space"]["rows"] == 2
+    csv = run.folder / "csv" / "space.csv"
+    assert csv.read_text().splitlines()[0] == "id,visible"
+    assert exported.metadata["bytes"] == csv.stat().st_size == run.manifest.tables["space"]["bytes"]
+    assert exported.metadata["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+    assert exported.metadata["path"].value == str(csv) and exported.metadata["rows_per_second"] > 0
+    preview = [record.data for record in exported.metadata["preview"].records]
+    assert preview == [
+        {"id": "5b0c5a43-93a4-4c3b-9d6b-2a4f1f7e0a01", "visible": "1"},
+        {"id": "5b0c5a43-93a4-4c3b-9d6b-2a4f1f7e0a02", "visible": "0"},
+    ]
 
     staged = staging_stage(run, "space")
-    assert staged.metadata["rows"] == 2 and staged.metadata["input_run"] == "run-1"  # this run's file
+    assert staged.metadata["dagster/row_count"] == 2 and staged.metadata["input_run"] == "run-1"  # this run's file
+    assert [record.data["visible"] for record in staged.metadata["preview"].records] == ["true", "false"]
     assert "t" in (run.folder / "staged" / "space.csv").read_text()  # tinyint 1 became a boolean
 
     for name in ("callout",):
@@ -100,6 +111,19 @@ def test_each_stage_alone_moves_the_table_and_records_it(moving: Moving, postgre
     with postgres.connect(moving.database) as conn:
         rows = conn.execute("SELECT visible FROM space ORDER BY id").fetchall()
     assert rows == [(True,), (False,)]
+
+
+@pytest.mark.e2e
+def test_the_preview_shows_as_many_rows_as_configured_and_masks_the_named_columns(moving: Moving):
+    run = moving.run
+    run.settings = replace(run.settings, preview=Preview(rows=1, mask=("visible",)))
+    (shown,) = export_stage(run, "space").metadata["preview"].records
+    assert shown.data == {"id": "5b0c5a43-93a4-4c3b-9d6b-2a4f1f7e0a01", "visible": "masked"}
+    run.settings = replace(run.settings, preview=Preview(rows=0))
+    assert "preview" not in export_stage(run, "space").metadata
+    # by default e-mails, names, hashes, tokens and Kratos's documents are never shown
+    assert all(Preview().masks(c) for c in ("email", "firstName", "password_hash", "token", "traits", "config"))
+    assert not any(Preview().masks(c) for c in ("id", "nameID", "createdDate", "visible"))
 
 
 @pytest.mark.e2e

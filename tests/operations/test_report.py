@@ -15,8 +15,10 @@ from alkemio_assets.operations.report import (
     SUCCESS_CRITERIA,
     failed_errors,
     gather,
+    main,
     render,
     suggested_statements,
+    summary,
 )
 from alkemio_assets.operations.verified import VERIFICATION
 from checks import check_result, recorded, suggested_sql
@@ -39,7 +41,15 @@ def _database(
         "versions": None,
         "source": f"mysql/{name}",
         "target": f"postgres/{name}",
-        "tables": {"user": {"rows": 3, "loaded_rows": 3, "load": "loaded", "checks": checks}},
+        "tables": {
+            "user": {
+                "rows": 3,
+                "loaded_rows": 3,
+                "load": "loaded",
+                "checks": checks,
+                "spans": {"export": [100.0, 101.25], "stage": [101.25, 101.5], "load": [101.5, 104.0]},
+            }
+        },
     }
     (folder / name / "migration_manifest.json").write_text(json.dumps(manifest))
     (folder / name / VERIFICATION).write_text(json.dumps(database_checks))
@@ -66,7 +76,7 @@ def test_a_failed_error_check_is_named_and_a_failed_warning_is_not(tmp_path: Pat
     text = render(databases, "run-1")
     assert text.startswith("# Migration report, run run-1")
     assert "**Verdict: ERROR checks failed, cut-over blocked** (kratos.user: content_fingerprint" in text
-    assert "| user | 3 | 3 | loaded | indexes (WARN) |" in text
+    assert "| user | 3 | 3 | loaded | 1.2 | 0.2 | 2.5 | 1/2 | indexes (WARN) |" in text
     assert "kratos_network FAILED (ERROR)" in text
     assert all(f"- [ ] {item}" in text for items in MANUAL_CHECKLIST.values() for item in items)
 
@@ -128,3 +138,24 @@ def test_the_sql_the_warn_checks_propose_is_gathered_into_one_file_per_database(
         "Suggested by the WARN checks: 2 statements in `alkemio/suggested.sql`; review them, then "
         "`psql -d alkemio -f alkemio/suggested.sql`" in text
     )
+
+
+def test_a_headless_run_ends_with_the_per_table_summary(tmp_path: Path, capsys) -> None:
+    """As pgloader ends: per table the rows on both sides, the seconds of each stage and the
+    checks passed, a total per database; printed from the run folder's report.json."""
+    _database(
+        tmp_path,
+        "alkemio",
+        {"row_count": {"passed": True, "severity": "ERROR"}, "indexes": {"passed": False, "severity": "WARN"}},
+        {},
+    )
+    databases = gather(tmp_path)
+    lines = summary(databases).splitlines()
+    assert lines[0].startswith("table") and "MySQL rows  PostgreSQL rows" in lines[0] and "export s" in lines[0]
+    assert lines[2].split() == ["user", "3", "3", "loaded", "1.2", "0.2", "2.5", "1/2", "indexes", "(WARN)"]
+    assert lines[4].split() == ["alkemio:", "1", "tables", "3", "succeeded"]
+
+    (tmp_path / "report.json").write_text(json.dumps(databases))
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out == summary(databases)
+    assert main([str(tmp_path / "nowhere")]) == 2
