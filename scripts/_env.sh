@@ -9,3 +9,4 @@ set +a
 export DAGSTER_HOME="$ROOT"
 mkdir -p "${MIGRATION_WORKDIR:-var}" "${DAGSTER_ARTIFACTS_DIR:-var/dagster}"
 PY="$ROOT/.venv/bin/python"
+export VIRTUAL_ENV="$ROOT/.venv"  # the environment dg (Dagster's CLI) expects active for this project
