@@ -270,6 +270,9 @@ def test_the_run_log_records_each_step_and_the_verdict_and_a_rehearsal_again_giv
     assert {(e.action, e.database) for e in events[-2:]} == {("monitor", "alkemio"), ("monitor", "kratos")}
     report = (settings.workdir / "runs" / result.run_id / "report.md").read_text()
     assert "## Run log" in report and "| completed | alkemio |" in report
+    # the report asset's page shows the report itself, rendered as Markdown
+    (shown,) = [m.metadata["report"] for m in result.asset_materializations_for_node("migration__report")]
+    assert isinstance(shown, dg.MarkdownMetadataValue) and shown.value == report
 
     # a rehearsal: the whole migration again on the same target is safe and gives the same
     # result, and the measured rate of the last one is what the preflight estimates the window by

@@ -60,3 +60,10 @@ def test_export_and_import_select_one_databases_phases(source_databases, target_
         if k.path[0] == "kratos" and k.path[1] in ("staged", "postgres", "verified")
     }
     assert selected("cutover.sh") == {"migration/report", "migration/cutover"}
+
+
+def test_the_settings_check_of_runbook_step_1_loads_env_as_the_jobs_do() -> None:
+    done = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "settings")], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.startswith("Settings(source=Endpoint(kind='mysql'") and "password_env=" in done.stdout
