@@ -14,6 +14,7 @@ from alkemio_assets.catalog.contract import ColumnPlan, TablePlan
 from alkemio_assets.core.settings import DatabasePair, Preview
 from alkemio_assets.graph.keys import Stage
 from alkemio_assets.stages.staging import staged_reader
+from checks import evidence
 
 MASKED = "masked"
 PREVIEW_CHARS = 60  # a preview shows this much of a value
@@ -81,10 +82,6 @@ def rate(rows: int, seconds: float) -> int:
     return round(rows / seconds) if seconds > 0 else rows
 
 
-# A loaded table's sequences, each set past the column's maximum
-SEQUENCES = dg.TableSchema(columns=[dg.TableColumn("sequence", "text"), dg.TableColumn("next_value", "bigint")])
-
-
 def _shown(value: Any, masked: bool) -> str | None:
     if value is None:
         return None
@@ -102,8 +99,5 @@ def preview(cursor: Any, path: Path, settings: Preview) -> dg.MetadataValue | No
     rows = cursor.execute(f"SELECT * FROM {staged_reader(path)} LIMIT ?", [settings.rows]).fetchall()
     names = [d[0] for d in cursor.description]
     masked = [settings.masks(name) for name in names]
-    schema = dg.TableSchema(
-        columns=[dg.TableColumn(name, MASKED if hidden else "text") for name, hidden in zip(names, masked, strict=True)]
-    )
-    records = [dg.TableRecord({n: _shown(v, m) for n, v, m in zip(names, row, masked, strict=True)}) for row in rows]
-    return dg.MetadataValue.table(records, schema)
+    shown = ({n: _shown(v, m) for n, v, m in zip(names, row, masked, strict=True)} for row in rows)
+    return evidence(shown, **{n: MASKED if m else "text" for n, m in zip(names, masked, strict=True)})

@@ -24,7 +24,7 @@ from alkemio_assets.catalog.violations import crossing_foreign_keys, target_orph
 from alkemio_assets.core.errors import OrphanRowsError
 from alkemio_assets.core.settings import DatabasePair, Phase, Settings
 from alkemio_assets.graph.keys import Stage
-from alkemio_assets.graph.metadata import ROW_COUNT, SEQUENCES, file_metadata, preview, rate
+from alkemio_assets.graph.metadata import ROW_COUNT, file_metadata, preview, rate
 from alkemio_assets.graph.progress import Progress
 from alkemio_assets.graph.selection import Selection
 from alkemio_assets.stages.consistent_read import ConsistentRead
@@ -35,6 +35,7 @@ from alkemio_assets.stages.load import LoadResult, StagedInput, load_tables
 from alkemio_assets.stages.manifest import FileKind, Manifest, RecordedFile, earlier_file, recorded_file, run_manifests
 from alkemio_assets.stages.run_log import Status
 from alkemio_assets.stages.staging import stage_table
+from checks import evidence
 from resources import MySQLResource, PostgresResource
 
 T = TypeVar("T")
@@ -183,12 +184,13 @@ def staging_stage(run: StepRun, name: str) -> dg.MaterializeResult:
     verify_input(source.path, source.sha256, source.bytes, f"{run.pair.name}.{name} staging")
     path = run.staged_path(name)
     staged = stage_table(run.duck.cursor(), plan, source.path, path, source.longest_record or 64 << 20)
+    size = path.stat().st_size
     run.manifest.record(
         name,
         staged_file=str(path.relative_to(run.folder)),
         staged_rows=staged.rows,
         staged_sha256=staged.sha256,
-        staged_bytes=path.stat().st_size,
+        staged_bytes=size,
         staged_from={
             "run_id": source.run_id,
             "file": str(source.path.relative_to(run.settings.workdir)),
@@ -198,7 +200,7 @@ def staging_stage(run: StepRun, name: str) -> dg.MaterializeResult:
     run.manifest.span(name, "stage", wall)
     return dg.MaterializeResult(
         asset_key=run.chosen.assets[name].keys["staged"],
-        metadata=file_metadata(path, staged.rows, path.stat().st_size, staged.sha256, time.time() - wall)
+        metadata=file_metadata(path, staged.rows, size, staged.sha256, time.time() - wall)
         | with_preview(run, path)
         | {
             "duckdb_table": staged.staged_table,
@@ -393,16 +395,13 @@ def load_database(
 
 def loaded_result(run: StepRun, name: str, loaded: LoadResult, source: StagedInput) -> dg.MaterializeResult:
     seconds = loaded.span[1] - loaded.span[0]
-    sequences = [
-        dg.TableRecord({"sequence": sequence, "next_value": value})
-        for sequence, value in sorted(loaded.sequences.items())
-    ]
+    sequences = ({"sequence": s, "next_value": v} for s, v in sorted(loaded.sequences.items()))
     return dg.MaterializeResult(
         asset_key=run.chosen.assets[name].keys["postgres"],
         metadata={
             ROW_COUNT: loaded.rows,
             "outcome": loaded.outcome,
-            "sequences": dg.MetadataValue.table(sequences, SEQUENCES),
+            "sequences": evidence(sequences, sequence="text", next_value="bigint"),
             "input_run": source.run_id,
             "sha256": source.sha256,
             "seconds": round(seconds, 3),
