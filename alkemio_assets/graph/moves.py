@@ -70,6 +70,7 @@ class StepRun:
     moment: ConsistentRead | None = None  # the export's connections, reading one moment of the source
     note: Note = lambda status, message: None  # an event for the run log
     progress: Progress | None = None  # told of each table through each phase, said at a steady rhythm
+    committed: bool = False  # the load's transaction committed: the target holds this run's rows
 
     def through(self, phase: Phase, name: str) -> None:
         if self.progress is not None:

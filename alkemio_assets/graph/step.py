@@ -13,7 +13,8 @@
    reported as they finish.
 
 One run per target database at a time (stages/run_lock.py). The first error stops the step and
-is the one reported; the manifest records it. The stage functions are graph/moves.py's.
+is the one reported; the manifest records it, and before the commit each table to load is told
+it is unchanged (an observation on its page: the UI shows its checks as "Execution failed"). The stage functions are graph/moves.py's.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from checks.table_checks import TableCheckContext, table_checks_for
 from resources import MySQLResource, PostgresResource
 
 T = TypeVar("T")
-Results = Iterator[dg.MaterializeResult | dg.AssetCheckResult]
+Results = Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation]
 
 
 def run_pair(
@@ -66,6 +67,7 @@ def run_pair(
     chosen = select(pair, snapshot, context.selected_asset_keys, context.selected_asset_check_keys)
     note = run_events(context, settings, pair)
     note("started", f"step {step}: {len(chosen.order)} tables, {len(chosen.checks)} of them checked")
+    run: StepRun | None = None
     try:
         with migration_lock(postgres, pair.target_database, step, context.run.run_id):
             plans, target, versions = check_contract(pair, snapshot, mysql, postgres, chosen)
@@ -76,6 +78,8 @@ def run_pair(
         raise
     except BaseException as exc:
         note("failed", f"step {step}: {type(exc).__name__}: {exc}")
+        if run is None or not run.committed:
+            yield from unchanged_targets(pair, chosen, exc)  # yielded: log_event's would be lost with the error
         raise
     note("completed", f"step {step}: {len(chosen.order)} tables")
 
@@ -91,6 +95,29 @@ def run_events(context: dg.AssetExecutionContext, settings: Settings, pair: Data
         context.instance.add_run_tags(context.run.run_id, {f"alkemio/{key_part(pair.name)}": status})
 
     return note
+
+
+def unchanged_targets(pair: DatabasePair, chosen: Selection, failure: BaseException) -> list[dg.AssetObservation]:
+    """What a failed step leaves on each table it was to load, before its transaction committed:
+    the target table as it was. Dagster shows the checks such a run planned as "Execution failed"
+    (it plans every check of a run at launch and resolves those a failed run left to that); the
+    observation on the table's own page says what is true of its data, and why."""
+    cause = dg.MetadataValue.text(f"{type(failure).__name__}: {failure}")
+    not_judged = dg.MetadataValue.text("not run (Execution failed in the UI): the data was not judged")
+
+    def metadata(name: str) -> dict[str, dg.TextMetadataValue]:
+        written = f"{pair.target_database}.{name} as before this run: nothing of {pair.name} was written"
+        checks = {"checks": not_judged} if name in chosen.checks else {}
+        return {"target": dg.MetadataValue.text(written), "cause": cause} | checks
+
+    return [
+        dg.AssetObservation(
+            asset_key=chosen.assets[name].keys["postgres"],
+            description=f"Unchanged: the run of {pair.name} failed before its one transaction committed.",
+            metadata=metadata(name),
+        )
+        for name in chosen.having("postgres")
+    ]
 
 
 # -- 1. the contract ----------------------------------------------------------------------------
@@ -193,6 +220,7 @@ def move(run: StepRun, target: TargetCatalog, loaded_before: set[str]) -> Result
                     f"exported {len(run.chosen.having('csv'))}, staged {len(run.chosen.having('staged'))} tables",
                 )
                 inputs, loaded = loading.finish() if loading else ({}, {})
+                run.committed = loading is not None
             except BaseException as exc:
                 if loading is not None:
                     loading.abort(exc)  # rolled back before the step reports its error

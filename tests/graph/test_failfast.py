@@ -143,6 +143,16 @@ def _refresh(settings: Settings, instance: dg.DagsterInstance) -> None:
     assert not contract.passed and (settings.catalog_dir / "bad.json").exists()
 
 
+def _unchanged(result) -> dict[str, dict[str, str]]:
+    """The observations a failed run left on the tables it was to load: per asset, its metadata."""
+    return {
+        event.asset_key.to_user_string(): {k: v.value for k, v in observation.metadata.items()}
+        for event in result.all_events
+        if event.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+        for observation in [event.event_specific_data.asset_observation]
+    }
+
+
 def _move(settings: Settings, instance: dg.DagsterInstance, *tables: str, stages=("csv", "staged", "postgres")):
     return run_job(settings, instance, "migrate_bad", [f"bad/{stage}/{table}" for table in tables for stage in stages])
 
@@ -191,6 +201,13 @@ def test_bad_input_stops_the_database_and_names_the_row(
     for part in expected:
         assert part in message, f"{part!r} not in {message}"
     assert target_state(postgres, database) == before
+    # each table the run was to load says so on its own page: unchanged, and why
+    unchanged = _unchanged(result)
+    assert set(unchanged) == {"bad/postgres/good", f"bad/postgres/{table}"}
+    for metadata in unchanged.values():
+        assert metadata["target"].endswith("as before this run: nothing of bad was written")
+        assert expected[0] in metadata["cause"]
+        assert metadata["checks"] == "not run (Execution failed in the UI): the data was not judged"
 
 
 def test_an_orphan_is_found_in_the_staged_files_before_anything_commits(bad, instance, postgres):
@@ -214,6 +231,12 @@ def test_an_orphan_is_found_in_the_staged_files_before_anything_commits(bad, ins
     assert events[-1].database == "bad" and "OrphanRowsError" in events[-1].message
     assert "orphan_child.parent_id -> orphan_parent(id)" in events[-1].message
     assert instance.get_run_by_id(result.run_id).tags["alkemio/bad"] == "failed"
+    # what the UI shows for the checks of the untouched `good`: planned when the run was launched,
+    # never evaluated; Dagster resolves those of a failed run to "Execution failed"
+    key = dg.AssetCheckKey(dg.AssetKey(["bad", "postgres", "good"]), "row_count")
+    (record,) = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).values()
+    assert (record.run_id, record.status.value) == (result.run_id, "PLANNED")
+    assert "orphan_child.parent_id -> orphan_parent(id)" in _unchanged(result)["bad/postgres/good"]["cause"]
 
 
 def test_a_table_alone_is_checked_against_the_parents_already_on_the_target(bad, instance, postgres):
@@ -245,7 +268,8 @@ def test_a_good_database_commits_whole(bad, instance, postgres, mysql):
     settings, database = bad
     mysql.execute_script(database, ["DELETE FROM orphan_child WHERE id = 2"])
     _refresh(settings, instance)
-    assert _move(settings, instance, "good", "orphan_parent", "orphan_child").success
+    result = _move(settings, instance, "good", "orphan_parent", "orphan_child")
+    assert result.success and _unchanged(result) == {}, "committed: no table is said to be unchanged"
     with postgres.connect(database) as conn:
         assert conn.execute("SELECT * FROM good ORDER BY 1").fetchall() == [(1, "a"), (2, "b")]
         assert conn.execute("SELECT * FROM orphan_child ORDER BY 1").fetchall() == [(1, 1), (3, None)]
