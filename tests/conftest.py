@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 # Local servers use trust/empty passwords; an environment that sets them keeps its own.
 for _var in ("DATABASE_PASSWORD", "MYSQL_ROOT_PASSWORD", "DAGSTER_PG_PASSWORD"):
@@ -133,12 +134,15 @@ import dagster as dg  # noqa: E402
 from alkemio_assets.definitions import build_definitions  # noqa: E402
 
 
-def migration_settings(databases: dict[str, str], workdir: str, config_path=None) -> Settings:
-    """Settings for the per-test databases (same name on both servers), work files in `workdir`."""
+def migration_settings(
+    databases: dict[str, str], workdir: str, config_path=None, targets: dict[str, str] | None = None
+) -> Settings:
+    """Settings for the per-test databases (same name on both servers, unless `targets` names
+    the PostgreSQL ones), work files in `workdir`."""
     env = dict(os.environ)
     for name, database in databases.items():
         env[f"{name.upper()}_MYSQL_DATABASE"] = database
-        env[f"{name.upper()}_DATABASE_NAME"] = database
+        env[f"{name.upper()}_DATABASE_NAME"] = (targets or databases)[name]
     env.pop("MYSQL_DATABASE", None)
     env.pop("DATABASE_NAME", None)
     env["MIGRATION_WORKDIR"] = workdir
@@ -197,11 +201,62 @@ def materialize_all(settings: Settings, instance: dg.DagsterInstance) -> dg.Exec
 
 @pytest.fixture
 def migrated(generated_source, target_databases, tmp_path, instance: dg.DagsterInstance):
+    """The hand-written fixture migrated for one test that changes the source or runs again."""
     databases, _ = generated_source
     assert databases == target_databases  # same names on both servers
     settings = migration_settings(databases, str(tmp_path))
     result = materialize_all(settings, instance)
     return settings, databases, result
+
+
+@contextmanager
+def migrated_fixture(
+    mysql: MySQLResource, postgres: PostgresResource, root: Path, workdir: str, config: Path, scale: float = TEST_SCALE
+):
+    """A fixture's schemas (`root`) filled at `scale` and migrated with `config`."""
+    unique_name = f"t{uuid.uuid4().hex[:12]}"
+    with (
+        fixture_sources(mysql, unique_name, root) as databases,
+        fixture_targets(postgres, unique_name, root),
+        dg.DagsterInstance.ephemeral() as instance,
+    ):
+        generate(mysql, databases, scale)
+        settings = migration_settings(databases, workdir, config_path=config)
+        yield settings, databases, materialize_all(settings, instance)
+
+
+@pytest.fixture(scope="module")
+def migrated_once(mysql: MySQLResource, postgres: PostgresResource, tmp_path_factory: pytest.TempPathFactory):
+    """The hand-written fixture migrated once for a module's tests that only read it."""
+    workdir = str(tmp_path_factory.mktemp("migrated"))
+    with migrated_fixture(mysql, postgres, HANDWRITTEN, workdir, HANDWRITTEN_CONFIG) as migrated:
+        yield migrated
+
+
+@pytest.fixture
+def migrated_copy(migrated_once, postgres: PostgresResource, unique_name: str):
+    """The module's migrated targets copied for one test to break (CREATE DATABASE … TEMPLATE, a
+    file copy), with the settings pointed at the copies; the MySQL source and the work files are
+    the module's, which the test only reads. Yields (settings, the copies by name, the result)."""
+    settings, sources, result = migrated_once
+    copies = {name: f"{unique_name}_{name}" for name in sources}
+    try:
+        for name, copy in copies.items():
+            copy_database(postgres, sources[name], copy)
+        yield migration_settings(sources, str(settings.workdir), targets=copies), copies, result
+    finally:
+        for copy in copies.values():
+            postgres.drop_database(copy)
+
+
+def copy_database(postgres: PostgresResource, template: str, copy: str) -> None:
+    """`copy` as a file copy of `template`, which no session may use meanwhile."""
+    with postgres.connect(autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (template,),
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(copy), sql.Identifier(template)))
 
 
 def target_state(postgres: PostgresResource, database: str) -> dict[str, object]:

@@ -29,19 +29,21 @@ from resources import MySQLResource, PostgresResource
 pytestmark = pytest.mark.e2e
 
 
-def _plans(settings: Settings, mysql: MySQLResource, postgres: PostgresResource, name: str, database: str):
+def _plans(settings: Settings, mysql: MySQLResource, postgres: PostgresResource, name: str):
+    """The plans of database `name` from its live schemas, on the servers its settings name."""
+    pair = settings.pair(name)
     with mysql.connect() as conn:
-        source = read_mysql_catalog(conn, database)
-    with postgres.connect(database) as conn:
-        target = read_pg_catalog(conn, database)
-    return plan_database(settings.pair(name), source, target), target
+        source = read_mysql_catalog(conn, pair.source_database)
+    with postgres.connect(pair.target_database) as conn:
+        target = read_pg_catalog(conn, pair.target_database)
+    return plan_database(pair, source, target), target
 
 
-def test_every_value_of_every_table_arrives(migrated, mysql: MySQLResource, postgres: PostgresResource):
-    settings, databases, _ = migrated
+def test_every_value_of_every_table_arrives(migrated_once, mysql: MySQLResource, postgres: PostgresResource):
+    settings, databases, _ = migrated_once
     compared = 0
     for name, database in databases.items():
-        plans, _ = _plans(settings, mysql, postgres, name, database)
+        plans, _ = _plans(settings, mysql, postgres, name)
         assert plans, name
         for plan in plans.values():
             assert compare_table(mysql, database, postgres, database, plan) == []
@@ -52,17 +54,18 @@ def test_every_value_of_every_table_arrives(migrated, mysql: MySQLResource, post
     assert compared > 10_000  # values compared at the test scale
 
 
-def test_the_comparison_sees_a_one_microsecond_change(migrated, mysql: MySQLResource, postgres: PostgresResource):
-    settings, databases, _ = migrated
-    plans, _ = _plans(settings, mysql, postgres, "alkemio", databases["alkemio"])
+def test_the_comparison_sees_a_one_microsecond_change(migrated_copy, mysql: MySQLResource, postgres: PostgresResource):
+    settings, databases, _ = migrated_copy
+    plans, _ = _plans(settings, mysql, postgres, "alkemio")
     with postgres.connect(databases["alkemio"]) as conn:
         conn.execute('UPDATE "user" SET "updatedDate" = "updatedDate" + interval \'1 microsecond\' WHERE "rowId" = 3')
-    (difference,) = compare_table(mysql, databases["alkemio"], postgres, databases["alkemio"], plans["user"])
+    source = settings.pair("alkemio").source_database
+    (difference,) = compare_table(mysql, source, postgres, databases["alkemio"], plans["user"])
     assert "user.updatedDate" in difference
 
 
-def test_manifest_describes_every_file(migrated, mysql: MySQLResource):
-    settings, databases, result = migrated
+def test_manifest_describes_every_file(migrated_once, mysql: MySQLResource):
+    settings, databases, result = migrated_once
     for name, database in databases.items():
         folder = settings.workdir / "runs" / result.run_id / name
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -88,12 +91,12 @@ def test_manifest_describes_every_file(migrated, mysql: MySQLResource):
 
 
 def test_every_index_of_the_target_schema_is_there_after_the_load(
-    migrated, postgres: PostgresResource, unique_name: str
+    migrated_once, postgres: PostgresResource, unique_name: str
 ):
     """The load builds secondary indexes after the COPY: the same definitions as a fresh schema."""
     from fixtures import HANDWRITTEN, apply_target_schema
 
-    _, databases, _ = migrated
+    _, databases, _ = migrated_once
     query = "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
     for name, database in databases.items():
         fresh = f"{unique_name}_fresh_{name}"
@@ -108,8 +111,8 @@ def test_every_index_of_the_target_schema_is_there_after_the_load(
             postgres.drop_database(fresh)
 
 
-def test_sequences_are_past_the_loaded_maximum(migrated, postgres: PostgresResource):
-    settings, databases, _ = migrated
+def test_sequences_are_past_the_loaded_maximum(migrated_once, postgres: PostgresResource):
+    settings, databases, _ = migrated_once
     with postgres.connect(databases["alkemio"]) as conn:
         target = read_pg_catalog(conn, databases["alkemio"])
         checked = 0
@@ -127,8 +130,8 @@ def test_sequences_are_past_the_loaded_maximum(migrated, postgres: PostgresResou
     assert checked >= 5
 
 
-def test_foreign_keys_hold_after_the_bypassed_load(migrated, postgres: PostgresResource):
-    _, databases, _ = migrated
+def test_foreign_keys_hold_after_the_bypassed_load(migrated_once, postgres: PostgresResource):
+    _, databases, _ = migrated_once
     for database in databases.values():
         with postgres.connect(database) as conn:
             target = read_pg_catalog(conn, database)
@@ -148,8 +151,8 @@ def test_foreign_keys_hold_after_the_bypassed_load(migrated, postgres: PostgresR
                     assert orphans == 0, fk.name
 
 
-def test_seeded_and_excluded_tables(migrated, postgres: PostgresResource):
-    _, databases, result = migrated
+def test_seeded_and_excluded_tables(migrated_once, postgres: PostgresResource):
+    _, databases, result = migrated_once
     outcome = {
         e.asset_key.to_user_string(): e.materialization.metadata.get("outcome")
         for e in result.get_asset_materialization_events()
@@ -174,6 +177,7 @@ def _fingerprints(postgres: PostgresResource, database: str) -> dict[str, str]:
         }
 
 
+@pytest.mark.one_server
 def test_rematerializing_one_table_changes_no_other(
     migrated, mysql: MySQLResource, postgres: PostgresResource, instance
 ):
@@ -197,6 +201,7 @@ def test_rematerializing_one_table_changes_no_other(
         )
 
 
+@pytest.mark.one_server
 def test_a_loaded_table_alone_reloads_from_the_last_staged_file(migrated, postgres: PostgresResource, instance):
     settings, databases, _ = migrated
     before = _fingerprints(postgres, databases["kratos"])
@@ -207,6 +212,7 @@ def test_a_loaded_table_alone_reloads_from_the_last_staged_file(migrated, postgr
     assert _fingerprints(postgres, databases["kratos"]) == before
 
 
+@pytest.mark.one_server
 def test_sharded_steps_move_every_table_into_one_manifest(
     generated_source, target_databases, tmp_path, instance, mysql: MySQLResource
 ):
@@ -239,6 +245,7 @@ def test_sharded_steps_move_every_table_into_one_manifest(
         assert not (folder / "staging.duckdb").exists()
 
 
+@pytest.mark.one_server
 def test_key_ranges_move_every_value(generated_source, target_databases, tmp_path, instance, mysql: MySQLResource):
     """Every table whose key can be split exported in four key ranges at once (a chunk of one
     byte): every error-severity check passes, the content fingerprints included."""
@@ -253,6 +260,7 @@ def test_key_ranges_move_every_value(generated_source, target_databases, tmp_pat
     assert len(split) > 20, split
 
 
+@pytest.mark.one_server
 def test_the_run_log_records_each_step_and_the_verdict_and_a_rehearsal_again_gives_the_same(
     migrated, instance: dg.DagsterInstance
 ):
@@ -296,6 +304,7 @@ def test_the_run_log_records_each_step_and_the_verdict_and_a_rehearsal_again_giv
     assert f"(the rehearsal {result.run_id} (" in preflight.metadata["findings"].value
 
 
+@pytest.mark.one_server
 def test_the_cutover_alone_goes_once_every_error_check_passed_and_not_before(
     migrated, instance: dg.DagsterInstance, source_databases, target_databases, tmp_path
 ):
@@ -365,6 +374,7 @@ def the_monitor_holds_then_names_an_orphan_a_sequence_behind_and_fewer_rows(
     assert {(e.database, e.status) for e in last} == {("alkemio", "failed"), ("kratos", "in_progress")}
 
 
+@pytest.mark.one_server
 def test_after_the_cutover_the_monitor_watches_and_the_rollback_restores_the_env_file_and_proves_mysql(
     migrated, mysql: MySQLResource, postgres: PostgresResource, instance, tmp_path
 ):

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
-import uuid
 import zlib
-from contextlib import contextmanager
 from dataclasses import replace
 
 import dagster as dg
@@ -16,9 +14,7 @@ import pytest
 from conftest import (
     TEST_SCALE,
     failed_error_checks,
-    fixture_sources,
-    fixture_targets,
-    materialize_all,
+    migrated_fixture,
     migration_settings,
     run_job,
 )
@@ -33,25 +29,15 @@ from alkemio_assets.catalog.versions import pair_versions
 from alkemio_assets.core.settings import DEFAULT_CONFIG, CrossReference, SeedTable
 from checks import plain, run_check
 from fixtures import REAL
-from fixtures.generator import generate
 from resources import MySQLResource, PostgresResource
 
 pytestmark = pytest.mark.e2e
 WHITEBOARDS = {"whiteboard": "content", "callout_contribution_defaults": "whiteboardContent"}
 
 
-@contextmanager
 def migrated_real_schemas(mysql: MySQLResource, postgres: PostgresResource, workdir: str, scale: float):
     """The real schemas filled at `scale` and migrated with the shipped migration.toml."""
-    unique_name = f"t{uuid.uuid4().hex[:12]}"
-    with (
-        fixture_sources(mysql, unique_name, REAL) as databases,
-        fixture_targets(postgres, unique_name, REAL),
-        dg.DagsterInstance.ephemeral() as instance,
-    ):
-        generate(mysql, databases, scale)
-        settings = migration_settings(databases, workdir, config_path=DEFAULT_CONFIG)
-        yield settings, databases, materialize_all(settings, instance)
+    return migrated_fixture(mysql, postgres, REAL, workdir, DEFAULT_CONFIG, scale)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +51,7 @@ def every_value_differs_nowhere(settings, databases, mysql, postgres) -> int:
     """Every value of every table compared without the fingerprint's code; the values compared."""
     compared = 0
     for name, database in databases.items():
-        for plan in _plans(settings, mysql, postgres, name, database).values():
+        for plan in _plans(settings, mysql, postgres, name).values():
             assert compare_table(mysql, database, postgres, database, plan) == [], plan.name
             with postgres.connect(database) as conn:
                 rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(plan.name))).fetchone()
@@ -91,8 +77,8 @@ def whiteboards_open_alike(databases, mysql, postgres) -> None:
         assert any(len(doc) > 1_000_000 for doc in after.values())  # the 1 MB scene
 
 
-def _plans(settings, mysql: MySQLResource, postgres: PostgresResource, name: str, database: str):
-    return live_plans(settings, mysql, postgres, name, database)[0]
+def _plans(settings, mysql: MySQLResource, postgres: PostgresResource, name: str):
+    return live_plans(settings, mysql, postgres, name)[0]
 
 
 def test_the_shipped_configuration_moves_the_real_schemas(real_migrated, mysql, postgres):
@@ -248,7 +234,7 @@ def test_duplicates_under_a_unique_key_only_the_target_has_stop_before_any_data_
                 "updated_at) VALUES (%s, '10.0.0.1', %s, '', %s, %s, NOW(), NOW())",
                 (f"00000000-0000-4000-8000-00000000000{i}", agent, session, network),
             )
-    plans = _plans(settings, mysql, postgres, "kratos", database)
+    plans = _plans(settings, mysql, postgres, "kratos")
     (problem,) = unique_violations(mysql, pair, [plans["session_devices"]])
     assert problem.startswith(
         "kratos.session_devices: the target is unique on (nid, session_id, ip_address, user_agent)"

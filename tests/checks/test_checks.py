@@ -53,8 +53,8 @@ def target_sql(postgres: PostgresResource, database: str, *statements: str) -> N
             conn.execute(statement)
 
 
-def test_every_check_runs_on_the_fixture_and_every_error_check_passes(migrated):
-    _, _, result = migrated
+def test_every_check_runs_on_the_fixture_and_every_error_check_passes(migrated_once):
+    _, _, result = migrated_once
     evaluations = result.get_asset_check_evaluations()
     names = {e.check_name for e in evaluations}
     assert names >= {
@@ -81,8 +81,8 @@ def test_every_check_runs_on_the_fixture_and_every_error_check_passes(migrated):
     assert {"migration/report", "migration/cutover", "alkemio/verified", "kratos/verified"} <= outcome
 
 
-def test_row_count_sees_a_deleted_row(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_row_count_sees_a_deleted_row(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     target_sql(
         postgres, databases["alkemio"], "DELETE FROM comment WHERE id = (SELECT id FROM comment ORDER BY id LIMIT 1)"
     )
@@ -110,8 +110,8 @@ def test_row_count_sees_a_deleted_row(migrated, postgres, instance):
         ),
     ],
 )
-def test_content_fingerprint_names_the_changed_row(migrated, postgres, instance, table, change, column):
-    settings, databases, _ = migrated
+def test_content_fingerprint_names_the_changed_row(migrated_copy, postgres, instance, table, change, column):
+    settings, databases, _ = migrated_copy
     with postgres.connect(databases["alkemio"]) as conn:
         key = conn.execute(f'SELECT id::text FROM "{table}" ORDER BY id LIMIT 1').fetchone()[0]
     target_sql(postgres, databases["alkemio"], change)
@@ -120,8 +120,8 @@ def test_content_fingerprint_names_the_changed_row(migrated, postgres, instance,
     assert meta(e, "differing_keys") == [{"key": key}]
 
 
-def test_foreign_keys_show_the_orphan(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_foreign_keys_show_the_orphan(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     ghost = str(uuid.uuid4())
     target_sql(
         postgres,
@@ -136,10 +136,10 @@ def test_foreign_keys_show_the_orphan(migrated, postgres, instance):
     assert shown.startswith("row id='") and f"profileId='{ghost}' names no parent row" in shown
 
 
-def test_the_cycle_edge_is_proven_on_verified(migrated, postgres, instance):
+def test_the_cycle_edge_is_proven_on_verified(migrated_copy, postgres, instance):
     """storage_aggregator -> storage_bucket breaks the fixture's cycle: the bucket loads after the
     aggregator, so the aggregator's own check leaves that key to alkemio/verified."""
-    settings, databases, _ = migrated
+    settings, databases, _ = migrated_copy
     ghost = str(uuid.uuid4())
     target_sql(
         postgres,
@@ -158,8 +158,8 @@ def test_the_cycle_edge_is_proven_on_verified(migrated, postgres, instance):
     assert shown.startswith("row id='") and f"directStorageId='{ghost}' names no parent row" in shown
 
 
-def test_keys_and_query_plans_see_a_dropped_unique_index(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_keys_and_query_plans_see_a_dropped_unique_index(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     target_sql(postgres, databases["alkemio"], 'ALTER TABLE "user" DROP CONSTRAINT "IDX_user_email"')
     keys = evaluate(settings, instance, "alkemio/postgres/user", "keys")
     assert not keys.passed and meta(keys, "missing") == [{"columns": "email"}]
@@ -169,8 +169,8 @@ def test_keys_and_query_plans_see_a_dropped_unique_index(migrated, postgres, ins
     assert 'CREATE INDEX ON "user" ("email");' in meta(plans, "suggested")
 
 
-def test_indexes_warn_with_the_statement_to_add(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_indexes_warn_with_the_statement_to_add(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     target_sql(postgres, databases["alkemio"], 'DROP INDEX "IDX_activity_log_collaboration"')
     e = evaluate(settings, instance, "alkemio/postgres/activity_log", "indexes")
     assert not e.passed and e.severity == dg.AssetCheckSeverity.WARN
@@ -179,16 +179,16 @@ def test_indexes_warn_with_the_statement_to_add(migrated, postgres, instance):
     assert statement in meta(e, "suggested")
 
 
-def test_sequences_see_one_set_back(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_sequences_see_one_set_back(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     target_sql(postgres, databases["alkemio"], """SELECT setval('"user_rowId_seq"', 1)""")
     e = evaluate(settings, instance, "alkemio/postgres/user", "sequences")
     sequence = by(meta(e, "sequences"), "sequence")['public."user_rowId_seq"']
     assert not e.passed and sequence["behind"] and sequence["next_value"] <= sequence["column_max"]
 
 
-def test_samples_see_lost_newlines_and_replacement_characters(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_samples_see_lost_newlines_and_replacement_characters(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     target_sql(
         postgres,
         databases["alkemio"],
@@ -203,15 +203,15 @@ def test_samples_see_lost_newlines_and_replacement_characters(migrated, postgres
     assert not gained.passed and meta(gained, "replacement_characters_gained") == [{"column": "name", "rows": 1}]
 
 
-def test_critical_tables_see_an_empty_one(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_critical_tables_see_an_empty_one(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     target_sql(postgres, databases["alkemio"], "DELETE FROM notification")
     e = evaluate(settings, instance, "alkemio/verified", "critical_tables")
     assert not e.passed and meta(e, "missing_or_empty") == [{"table": "notification"}]
 
 
-def test_kratos_identity_without_credentials_is_listed(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_kratos_identity_without_credentials_is_listed(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     with postgres.connect(databases["kratos"]) as conn:
         identity = conn.execute(
             "SELECT identity_id::text FROM identity_credentials ORDER BY identity_id LIMIT 1"
@@ -224,8 +224,8 @@ def test_kratos_identity_without_credentials_is_listed(migrated, postgres, insta
     assert counts["postgres"] < counts["mysql"]
 
 
-def test_kratos_network_sees_a_second_network(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_kratos_network_sees_a_second_network(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     other = str(uuid.uuid4())
     target_sql(
         postgres,
@@ -239,8 +239,8 @@ def test_kratos_network_sees_a_second_network(migrated, postgres, instance):
     assert by(meta(e, "rows_under_other_nid"), "table")["identities"]["rows"] >= 1
 
 
-def test_alkemio_users_must_name_kratos_identities(migrated, postgres, instance):
-    settings, databases, _ = migrated
+def test_alkemio_users_must_name_kratos_identities(migrated_copy, postgres, instance):
+    settings, databases, _ = migrated_copy
     ghost = str(uuid.uuid4())
     target_sql(
         postgres,
