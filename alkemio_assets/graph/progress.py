@@ -1,6 +1,6 @@
-"""A step's progress, said at a steady rhythm (MIGRATION_PROGRESS_SECONDS) while it runs: tables
-exported, staged, handed to the load and checked, and the export's bytes against MySQL's table
-sizes, with the rate and the time left. The line is a pure function; a thread of the step says it."""
+"""A step's progress, said at a steady rhythm (MIGRATION_PROGRESS_SECONDS) while it runs: a bar of
+the step's share done, the tables exported, staged, handed to the load and checked, and the
+export's bytes against MySQL's table sizes, with the rate and the time left. The line is a pure function; a thread of the step says it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,29 @@ def _mb(size: float) -> str:
     return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"
 
 
+BAR_WIDTH = 20
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """`[########------------] 40 %`: a headless run's progress bar, in a line of the log."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = int(width * fraction)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {int(100 * fraction)} %"
+
+
+def share_done(done: Mapping[str, int], totals: Mapping[str, int], written: int, expected: int) -> float:
+    """How much of the step's work is done: each table through each of its phases one part, an
+    export under way counted by its bytes against MySQL's sizes."""
+    total = sum(totals.get(phase, 0) for phase, _ in COUNTED)
+    if not total:
+        return 1.0
+    exported: float = done.get("export", 0)
+    if expected and exported < totals.get("export", 0):
+        exported = max(exported, min(1.0, written / expected) * totals["export"])
+    through = exported + sum(done.get(phase, 0) for phase, _ in COUNTED if phase != "export")
+    return through / total
+
+
 def progress_line(
     database: str,
     done: Mapping[str, int],
@@ -32,8 +55,9 @@ def progress_line(
     expected: int,
     elapsed: float,
 ) -> str:
-    """`alkemio: exported 12/34 tables, 120 MB of about 340 MB (35 %, 12 MB/s, about 18 s left);
-    staged 10/34; loading 8/34; checked 0/34` (phases without tables left out)."""
+    """`alkemio [####----------------] 22 %: exported 12/34 tables, 120 MB of about 340 MB (35 %,
+    12 MB/s, about 18 s left); staged 10/34; loading 8/34; checked 0/34` (phases without tables
+    left out)."""
     parts = []
     for phase, verb in COUNTED:
         if not totals.get(phase):
@@ -47,7 +71,7 @@ def progress_line(
                 left = f", about {max(0, expected - written) / rate:,.0f} s left" if rate else ""
                 part += f", {_mb(written)} of about {_mb(expected)} ({percent} %, {_mb(rate)}/s{left})"
         parts.append(part)
-    return f"{database}: " + "; ".join(parts)
+    return f"{database} {bar(share_done(done, totals, written, expected))}: " + "; ".join(parts)
 
 
 def bytes_in(folder: Path) -> int:
