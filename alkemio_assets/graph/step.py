@@ -166,6 +166,7 @@ def open_run(
         started_at=now(),
         versions=None if versions is None else asdict(versions),
     )
+    manifest.note(excluded=dict(pair.exclude))  # the tables not moved, each with its reason
     for name, override in pair.overrides.items():
         manifest.record(name.partition(".")[0], overrides={name: {"cast": override.cast, "reason": override.reason}})
     duck = duckdb.connect(str(folder / staging_file(pair, step)) if chosen.having("staged") else ":memory:")

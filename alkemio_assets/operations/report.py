@@ -147,6 +147,7 @@ def gather(folder: Path) -> dict:
             },
             "database_checks": json.loads(verification.read_text()) if verification.exists() else {},
             "later_migrations": json.loads(later.read_text()) if later.exists() else None,
+            "excluded": manifest.get("whole", {}).get("excluded", {}),
         }
     return databases
 
@@ -201,6 +202,17 @@ def summary(databases: dict) -> str:
 
 
 SUGGESTED_SQL = "suggested.sql"  # per database folder: the SQL the WARN checks propose
+
+
+def excluded_lines(excluded: Mapping[str, str]) -> list[str]:
+    """The tables migration.toml leaves out of the move, each with its reason."""
+    if not excluded:
+        return ["Excluded tables: none."]
+    return [
+        f"Excluded tables ({len(excluded)}, by migration.toml; not moved, not checked):",
+        "",
+        *(f"- `{table}`: {reason}" for table, reason in sorted(excluded.items())),
+    ]
 
 
 def suggested_statements(db: dict) -> list[str]:
@@ -297,6 +309,7 @@ def render(
             lines += [f"- `{seed}`: {meaning}" for seed, meaning in renamed.items()] + [""]
         lines += ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
         lines += ["| " + " | ".join(row) + " |" for row in summary_rows(db)]
+        lines += ["", *excluded_lines(db.get("excluded", {}))]
         lines += [
             "",
             "Database checks: "

@@ -31,6 +31,7 @@ def _database(
     database_checks: dict,
     started: str = "2026-12-02T10:00:00.000+00:00",
     finished: str = "2026-12-02T10:07:30.000+00:00",
+    excluded: dict[str, str] | None = None,
 ) -> None:
     (folder / name).mkdir(parents=True)
     manifest = {
@@ -41,6 +42,7 @@ def _database(
         "versions": None,
         "source": f"mysql/{name}",
         "target": f"postgres/{name}",
+        "whole": {"excluded": excluded or {}},
         "tables": {
             "user": {
                 "rows": 3,
@@ -88,6 +90,20 @@ def test_the_verdict_and_the_time_against_the_window(tmp_path: Path):
     text = render(gather(tmp_path), "run-2")
     assert "**Verdict: every ERROR check passed; the cut-over may go**" in text
     assert "Migration time: 12.0 minutes of the 30-minute window." in text  # first start to last end
+
+
+def test_the_excluded_tables_are_listed_with_their_reasons(tmp_path: Path):
+    passed = {"row_count": {"passed": True, "severity": "ERROR"}}
+    ledger = {"migrations_typeorm": "TypeORM's migration ledger", "query-result-cache": "disposable"}
+    _database(tmp_path, "alkemio", passed, {}, excluded=ledger)
+    _database(tmp_path, "kratos", passed, {})
+    text = render(gather(tmp_path), "run-5")
+    alkemio, kratos = text.split("## alkemio")[1].split("## kratos")
+    assert (
+        "Excluded tables (2, by migration.toml; not moved, not checked):\n\n"
+        "- `migrations_typeorm`: TypeORM's migration ledger\n- `query-result-cache`: disposable"
+    ) in alkemio
+    assert "Excluded tables: none." in kratos
 
 
 def test_the_seeds_success_criteria_the_backup_and_what_is_left_by_hand(tmp_path: Path):
