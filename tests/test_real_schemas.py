@@ -219,15 +219,16 @@ def test_versions_that_do_not_belong_together_are_refused_naming_both(
 
 
 def test_duplicates_under_a_unique_key_only_the_target_has_stop_before_any_data_moves(
-    mysql: MySQLResource, postgres: PostgresResource, real_source_databases, real_target_databases, settings
+    mysql: MySQLResource, postgres: PostgresResource, real_source_databases, real_target_databases, tmp_path
 ):
     """Kratos's PostgreSQL schema is unique on session_devices (nid, session_id, ip_address,
     user_agent); its MySQL schema is not. Duplicates there are named before the first export;
     values that differ only in case are no duplicates (PostgreSQL compares bytes)."""
     from alkemio_assets.catalog.violations import unique_violations
 
-    database = real_source_databases["kratos"]
-    pair = replace(settings.pair("kratos"), source_database=database, target_database=database)
+    settings = migration_settings(real_source_databases, str(tmp_path), config_path=DEFAULT_CONFIG)
+    pair = settings.pair("kratos")
+    database = pair.source_database
     network, session = "5bd0c2d8-4b9f-4e1a-9b0e-6f3c9a1d2e01", "7d3f1a60-2c4b-4d8e-8f9a-0b1c2d3e4f50"
     with mysql.connect(database) as conn, conn.cursor() as cur:
         cur.execute("SET FOREIGN_KEY_CHECKS = 0")
