@@ -190,7 +190,7 @@ def test_rematerializing_one_table_changes_no_other(
         settings,
         instance,
         "migrate_alkemio",
-        ["alkemio/csv/profile", "alkemio/staged/profile", "alkemio/postgres/profile"],
+        ["alkemio/csv/profile.csv", "alkemio/staged/profile.staged", "alkemio/postgres/profile"],
     )
     assert result.success
     after = _fingerprints(postgres, db)

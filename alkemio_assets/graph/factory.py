@@ -1,9 +1,9 @@
 """The factory: a catalog snapshot -> one multi-asset step per database pair (or per shard).
 
-Three assets per table (`DB/csv/T` -> `DB/staged/T` -> `DB/postgres/T`), all in one subsettable
-multi-asset step per database, as Dagster's own integrations do (dbt, sling, dlt): a run over
-every table costs one step, not one process per table and stage, and any single table can
-still be materialized alone. Each loaded table depends on the loaded tables its foreign keys
+Three assets per table (`DB/csv/T.csv` -> `DB/staged/T.staged` -> `DB/postgres/T`), all
+in one subsettable multi-asset step per database, as Dagster's own integrations do (dbt, sling,
+dlt): a run over every table costs one step, not one process per table and stage, and any single
+table can still be materialized alone. Each loaded table depends on the loaded tables its foreign keys
 name, so the lineage mirrors the schema. On a cluster, MIGRATION_SHARDS splits a database's
 tables into that many steps of about equal size; the assets and the lineage stay the same.
 """
@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import dagster as dg
 
-from alkemio_assets.catalog.contract import ContractError, TablePlan, plan_database
+from alkemio_assets.catalog.contract import ContractError, plan_database
 from alkemio_assets.catalog.lineage import load_order
 from alkemio_assets.catalog.snapshot import Snapshot
 from alkemio_assets.core.settings import DatabasePair, Settings
 from alkemio_assets.graph.catalog_asset import catalog_asset
-from alkemio_assets.graph.keys import key_part, step_name
+from alkemio_assets.graph.keys import step_name, table_assets
 from alkemio_assets.graph.specs import get_asset_specs, get_check_specs
 from alkemio_assets.graph.step import run_pair
 from resources import MySQLResource, PostgresResource
@@ -43,11 +43,13 @@ def build_pair_definitions(
     specs_of = [t for t in snapshot.source.tables if t.name not in pair.exclude]
     cycles = [(e.table, e.ref_table) for e in load_order(specs_of).broken_cycle_edges]
     shards = shard_tables([t.name for t in specs_of], snapshot.sizes, settings.shards, cycles)
+    assets = table_assets(pair, specs_of)
     steps = []
     for i, shard in enumerate(shards):
-        parts = {key_part(table) for table in shard}  # a spec's key is [database, stage, part]
-        mine = [spec for spec in specs if spec.key.path[-1] in parts]
-        steps.append(tables_step(pair, settings, snapshot, mine, plans, step_name(pair, i, len(shards))))
+        keys = {key for table in shard for key in assets[table].keys.values()}
+        mine = [spec for spec in specs if spec.key in keys]
+        checks = get_check_specs({t: assets[t] for t in shard}, plans)
+        steps.append(tables_step(pair, settings, snapshot, mine, checks, step_name(pair, i, len(shards))))
     return dg.Definitions(assets=[catalog, *steps])
 
 
@@ -89,7 +91,7 @@ def tables_step(
     settings: Settings,
     snapshot: Snapshot,
     specs: list[dg.AssetSpec],
-    plans: Mapping[str, TablePlan] | None,
+    check_specs: list[dg.AssetCheckSpec],
     name: str,
 ) -> dg.AssetsDefinition:
     """One subsettable step for some tables of a database (all of them unless sharded). Where the
@@ -99,7 +101,7 @@ def tables_step(
     @dg.multi_asset(
         name=name,
         specs=specs,
-        check_specs=get_check_specs(specs, plans),
+        check_specs=check_specs,
         can_subset=True,
         op_tags={"alkemio/target": pair.target_database},
         description=f"Export, stage and load tables of {pair.name}, many tables at once in one step.",

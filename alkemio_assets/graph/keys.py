@@ -1,5 +1,5 @@
-"""The translator's names: each table's three asset keys (`DB/csv/T` -> `DB/staged/T` ->
-`DB/postgres/T`), their kinds, and the names of a database's steps."""
+"""The translator's names: each table's three asset keys (`DB/csv/T.csv` -> `DB/staged/T.staged`
+-> `DB/postgres/T`), their kinds, and the names of a database's steps."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ STAGES: tuple[Stage, ...] = ("csv", "staged", "postgres")
 STAGE_KINDS: dict[Stage, set[str]] = {"csv": {"mysql", "csv"}, "staged": {"duckdb"}, "postgres": {"postgres"}}
 # the phase (the UI's group, DatabasePair.group) each stage's assets belong to
 STAGE_PHASES: dict[Stage, Phase] = {"csv": "export", "staged": "stage", "postgres": "load"}
+# The last part of a stage's key, which the UI labels its node with: the table's name, then what
+# it is on that stage (the export's file `T.csv`, the staged file `T.staged`, the table itself), so
+# a table's three nodes differ and a long label, which the UI cuts in the middle, keeps both ends.
+STAGE_NAMES: dict[Stage, str] = {"csv": "{}.csv", "staged": "{}.staged", "postgres": "{}"}
 _KEY_PART = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -36,6 +40,11 @@ def key_part(name: str) -> str:
     return _KEY_PART.sub("_", name)
 
 
+def stage_key(database: str, stage: Stage, table: str) -> dg.AssetKey:
+    """A table's asset key on one stage: `[database, stage, what the asset is on it]`."""
+    return dg.AssetKey([database, stage, STAGE_NAMES[stage].format(key_part(table))])
+
+
 def table_assets(pair: DatabasePair, tables: list[TableSpec]) -> dict[str, TableAssets]:
     seen: dict[str, str] = {}
     out = {}
@@ -46,7 +55,7 @@ def table_assets(pair: DatabasePair, tables: list[TableSpec]) -> dict[str, Table
                 f"{pair.name}: tables {seen[part]!r} and {table.name!r} both become asset key {part!r}"
             )
         seen[part] = table.name
-        out[table.name] = TableAssets(table.name, {s: dg.AssetKey([pair.name, s, part]) for s in STAGES})
+        out[table.name] = TableAssets(table.name, {s: stage_key(pair.name, s, table.name) for s in STAGES})
     return out
 
 

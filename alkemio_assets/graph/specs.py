@@ -11,7 +11,7 @@ from alkemio_assets.catalog.contract import TablePlan
 from alkemio_assets.catalog.lineage import Edge, load_order
 from alkemio_assets.catalog.snapshot import Snapshot
 from alkemio_assets.core.settings import DatabasePair
-from alkemio_assets.graph.keys import STAGE_KINDS, STAGE_PHASES, Stage, catalog_key, key_part, table_assets
+from alkemio_assets.graph.keys import STAGE_KINDS, STAGE_PHASES, Stage, TableAssets, catalog_key, table_assets
 from alkemio_assets.graph.metadata import definition_metadata
 from checks.table_checks import table_checks_for
 
@@ -72,12 +72,14 @@ def get_asset_specs(
     return specs
 
 
-def get_check_specs(specs: list[dg.AssetSpec], plans: Mapping[str, TablePlan] | None) -> list[dg.AssetCheckSpec]:
-    """The checklist items that hold per table, on each loaded table; ERROR ones block."""
-    by_part = {key_part(name): plan for name, plan in (plans or {}).items()}
+def get_check_specs(
+    assets: Mapping[str, TableAssets], plans: Mapping[str, TablePlan] | None
+) -> list[dg.AssetCheckSpec]:
+    """The checklist items that hold per table, on each of these tables once loaded; ERROR ones block."""
     return [
-        dg.AssetCheckSpec(name, asset=spec.key, description=text, blocking=severity == dg.AssetCheckSeverity.ERROR)
-        for spec in specs
-        if spec.key.path[1] == "postgres"
-        for name, (_, severity, text) in table_checks_for(by_part.get(spec.key.path[2])).items()
+        dg.AssetCheckSpec(
+            name, asset=a.keys["postgres"], description=text, blocking=severity == dg.AssetCheckSeverity.ERROR
+        )
+        for table, a in assets.items()
+        for name, (_, severity, text) in table_checks_for((plans or {}).get(table)).items()
     ]

@@ -27,7 +27,7 @@ from alkemio_assets.catalog.target import TargetCatalog, TargetColumn, TargetTab
 from alkemio_assets.core.settings import PHASES, DatabasePair
 from alkemio_assets.definitions import build_definitions, pair_definitions
 from alkemio_assets.graph.factory import shard_tables
-from alkemio_assets.graph.keys import STAGES, AssetNameError, step_name, table_assets
+from alkemio_assets.graph.keys import AssetNameError, step_name, table_assets
 from alkemio_assets.graph.specs import get_asset_specs
 from resources import MySQLResource
 
@@ -57,7 +57,7 @@ def test_each_stage_says_in_dagsters_own_metadata_which_relation_it_is_and_its_c
     assert columns["email"].type == "character varying(512)" and columns["email"].tags == {"cast": "text"}
     assert columns["id"].type == "uuid" and columns["id"].constraints.nullable is False
     assert columns["id"].description.startswith("from MySQL char(36) by the rule uuid: ")
-    exported = graph.get(dg.AssetKey.from_user_string("alkemio/csv/user")).metadata
+    exported = graph.get(dg.AssetKey.from_user_string("alkemio/csv/user.csv")).metadata
     assert exported["dagster/table_name"] == f"mysql.{pair.source_database}.user"
     assert {c.name: c.type for c in exported["dagster/column_schema"].columns}["id"] == "char(36)"
     assert not [key for key in graph.get_all_asset_keys() if "`" in (graph.get(key).description or "")]
@@ -68,17 +68,17 @@ def test_three_assets_per_table_with_groups_and_kinds(fixture_defs):
     _, defs = fixture_defs
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    for stage in ("csv", "staged", "postgres"):
-        assert f"alkemio/{stage}/user" in keys and f"kratos/{stage}/identities" in keys
-    assert "alkemio/csv/migrations_typeorm" not in keys and "kratos/csv/schema_migration" not in keys
+    for db, table in (("alkemio", "user"), ("kratos", "identities")):
+        assert {f"{db}/csv/{table}.csv", f"{db}/staged/{table}.staged", f"{db}/postgres/{table}"} <= keys
+    assert "alkemio/csv/migrations_typeorm.csv" not in keys and "kratos/csv/schema_migration.csv" not in keys
     assert len([k for k in keys if k.startswith("alkemio/")]) == 1 + 3 * 34 + 1  # catalog, tables, verified
     node = graph.get(dg.AssetKey.from_user_string("alkemio/postgres/user"))
     assert node.group_name == "alkemio_4_load" and node.kinds == {"postgres"}
     groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups >= {f"{db}_{n}_{phase}" for db in ("alkemio", "kratos") for n, phase in enumerate(PHASES, 1)}
-    assert graph.get(dg.AssetKey.from_user_string("alkemio/csv/user")).group_name == "alkemio_2_export"
-    assert graph.get(dg.AssetKey.from_user_string("alkemio/csv/user")).kinds == {"mysql", "csv"}
-    assert graph.get(dg.AssetKey.from_user_string("alkemio/staged/user")).kinds == {"duckdb"}
+    assert graph.get(dg.AssetKey.from_user_string("alkemio/csv/user.csv")).group_name == "alkemio_2_export"
+    assert graph.get(dg.AssetKey.from_user_string("alkemio/csv/user.csv")).kinds == {"mysql", "csv"}
+    assert graph.get(dg.AssetKey.from_user_string("alkemio/staged/user.staged")).kinds == {"duckdb"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
         "migrate_alkemio",
         "migrate_kratos",
@@ -96,14 +96,15 @@ def test_lineage_mirrors_the_foreign_keys(fixture_defs):
         return {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
 
     assert parents("alkemio/postgres/user") == {
-        "alkemio/staged/user",
+        "alkemio/staged/user.staged",
         "alkemio/postgres/account",
         "alkemio/postgres/authorization_policy",
         "alkemio/postgres/profile",
         "alkemio/postgres/agent",
         "alkemio/postgres/storage_aggregator",
     }
-    assert parents("alkemio/csv/user") == {"alkemio/source_catalog", "migration/preflight"}  # exports come after both
+    exports_after = {"alkemio/source_catalog", "migration/preflight"}
+    assert parents("alkemio/csv/user.csv") == exports_after
     aggregator = graph.get(dg.AssetKey.from_user_string("alkemio/postgres/storage_aggregator"))
     assert "alkemio/postgres/storage_bucket" not in {k.to_user_string() for k in aggregator.parent_keys}
     assert "storage_aggregator(directStorageId) -> storage_bucket" in aggregator.description
@@ -156,12 +157,18 @@ def test_sharded_steps_keep_the_assets_and_the_lineage(fixture_defs):
     }
     assert sorted(steps) == [f"migrate_{db}_tables_{i}_of_3" for db in ("alkemio", "kratos") for i in (1, 2, 3)]
     for name, step in steps.items():
-        tables = {key.path[-1] for key in step.keys}
+        pair = settings.pair(name.split("_")[1])
+        snapshot = read_snapshot(pair.name, settings.catalog_dir)
+        assert snapshot is not None
+        assets = table_assets(pair, [t for t in snapshot.source.tables if t.name not in pair.exclude])
+        tables = {t for t, a in assets.items() if a.keys["csv"] in step.keys}
         # a table's three assets and its checks travel together
-        assert step.keys == {dg.AssetKey([name.split("_")[1], stage, t]) for t in tables for stage in STAGES}
-        assert {c.asset_key.path[-1] for c in step.check_keys} <= tables
+        assert step.keys == {key for t in tables for key in assets[t].keys.values()}
+        assert {c.asset_key for c in step.check_keys} <= {assets[t].keys["postgres"] for t in tables}
     # the cycle storage_aggregator <-> storage_bucket (an edge the lineage leaves out) stays in one step
-    (holder,) = [s for s in steps.values() if dg.AssetKey(["alkemio", "postgres", "storage_aggregator"]) in s.keys]
+    (holder,) = [
+        s for s in steps.values() if dg.AssetKey(["alkemio", "postgres", "storage_aggregator"]) in s.keys
+    ]
     assert dg.AssetKey(["alkemio", "postgres", "storage_bucket"]) in holder.keys
     # where lineage crosses shards Dagster splits the steps, so a job has more steps than shards
     job = sharded.resolve_job_def("migrate_all")
@@ -199,6 +206,20 @@ def test_code_version_follows_the_columns():
     )
     after = plan_database(pair, replace(source, tables=(wider,)), target)["t0"].code_version
     assert before != after
+
+
+def test_a_tables_three_nodes_read_what_each_stage_is():
+    """The UI labels a node by its key's last part: the export's file, the staged file, the
+    table, so that a table's three nodes differ; the UI cuts a long label in the middle, which
+    keeps the table's name in front and the stage at the end."""
+    source, _ = _tiny_catalog(1)
+    long = replace(source.tables[0], name="identity_credential_identifiers")
+    keys = table_assets(DatabasePair("db", "db", "db"), [long])[long.name].keys
+    assert {stage: key.path for stage, key in keys.items()} == {
+        "csv": ["db", "csv", "identity_credential_identifiers.csv"],
+        "staged": ["db", "staged", "identity_credential_identifiers.staged"],
+        "postgres": ["db", "postgres", "identity_credential_identifiers"],
+    }
 
 
 def test_names_that_collide_as_keys_are_refused():
@@ -254,7 +275,7 @@ def test_a_schema_changed_since_the_snapshot_stops_the_run(
 ):
     settings, _ = fixture_defs
     mysql.execute_script(source_databases["alkemio"], ["ALTER TABLE reference ADD COLUMN extra int"])
-    result = run_job(settings, instance, "migrate_alkemio", ["alkemio/csv/reference"])
+    result = run_job(settings, instance, "migrate_alkemio", ["alkemio/csv/reference.csv"])
     assert not result.success
     assert "the schema of ['reference'] changed since the catalog snapshot" in failure_message(result)
 
@@ -262,4 +283,8 @@ def test_a_schema_changed_since_the_snapshot_stops_the_run(
 def test_definitions_need_no_server_and_validate_per_asset():
     source, target = _tiny_catalog(2)
     specs = get_asset_specs(DatabasePair("db", "db", "db"), Snapshot(source, target, datetime.now(UTC), "test"), None)
-    assert [s.key.to_user_string() for s in specs][:3] == ["db/csv/t0", "db/staged/t0", "db/postgres/t0"]
+    assert [s.key.to_user_string() for s in specs][:3] == [
+        "db/csv/t0.csv",
+        "db/staged/t0.staged",
+        "db/postgres/t0",
+    ]

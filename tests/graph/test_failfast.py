@@ -14,6 +14,7 @@ import pytest
 from conftest import failure_message, migration_settings, run_job, target_state
 
 from alkemio_assets.core.settings import Settings
+from alkemio_assets.graph.keys import stage_key
 from alkemio_assets.stages.manifest import MANIFEST
 from alkemio_assets.stages.run_log import read_events, run_log_path
 from resources import MySQLResource, PostgresResource
@@ -154,7 +155,12 @@ def _unchanged(result) -> dict[str, dict[str, str]]:
 
 
 def _move(settings: Settings, instance: dg.DagsterInstance, *tables: str, stages=("csv", "staged", "postgres")):
-    return run_job(settings, instance, "migrate_bad", [f"bad/{stage}/{table}" for table in tables for stage in stages])
+    return run_job(
+        settings,
+        instance,
+        "migrate_bad",
+        [stage_key("bad", stage, table).to_user_string() for table in tables for stage in stages],
+    )
 
 
 BAD_INPUT = [

@@ -31,6 +31,7 @@ from alkemio_assets.catalog.contract import plan_database
 from alkemio_assets.catalog.source import read_mysql_catalog
 from alkemio_assets.catalog.target import read_pg_catalog
 from alkemio_assets.core.settings import REPO_ROOT, Settings
+from alkemio_assets.graph.keys import stage_key
 from alkemio_assets.stages.consistent_read import ConsistentRead
 from alkemio_assets.stages.export import export_table
 from alkemio_assets.stages.run_lock import migration_lock
@@ -111,12 +112,14 @@ def _when(condition: Callable[[], object], seconds: float = 60) -> object:
 
 def test_a_changed_csv_file_is_not_staged(faults, instance, postgres):
     settings, database = faults
-    assert _migrate(settings, instance, ["faults/csv/child", "faults/csv/parent"]).success
+    assert _migrate(settings, instance, ["faults/csv/child.csv", "faults/csv/parent.csv"]).success
     (csv,) = (settings.workdir / "runs").glob("*/faults/csv/child.csv")
     csv.write_bytes(csv.read_bytes().replace(b"xxxx", b"yyyy", 1))
     before = target_state(postgres, database)
     result = _migrate(
-        settings, instance, [f"faults/{s}/{t}" for s in ("staged", "postgres") for t in ("parent", "child")]
+        settings,
+        instance,
+        [stage_key("faults", s, t).to_user_string() for s in ("staged", "postgres") for t in ("parent", "child")],
     )
     assert not result.success
     message = failure_message(result)
@@ -128,7 +131,9 @@ def test_a_changed_csv_file_is_not_staged(faults, instance, postgres):
 def test_a_changed_staged_file_is_not_loaded(faults, instance, postgres):
     settings, database = faults
     assert _migrate(
-        settings, instance, [f"faults/{s}/{t}" for s in ("csv", "staged") for t in ("parent", "child")]
+        settings,
+        instance,
+        [stage_key("faults", s, t).to_user_string() for s in ("csv", "staged") for t in ("parent", "child")],
     ).success
     (staged,) = (settings.workdir / "runs").glob("*/faults/staged/parent.csv")
     staged.write_bytes(staged.read_bytes().replace(b"parent 7", b"parent 8", 1))
@@ -147,14 +152,15 @@ def test_a_failed_runs_files_are_never_inputs(faults, instance, postgres, mysql)
     mysql.execute_script(database, ["ALTER TABLE child MODIFY note text CHARACTER SET latin1"])
     mysql.execute_script(database, ["UPDATE child SET note = X'01' WHERE id = 5"])
     run_job(settings, instance, "refresh_catalog")
-    failed = _migrate(settings, instance, [f"faults/csv/{t}" for t in ("parent", "child")])
+    failed = _migrate(settings, instance, [f"faults/csv/{t}.csv" for t in ("parent", "child")])
     assert not failed.success
     assert "faults.child, row id=5" in failure_message(failed)
     assert list((settings.workdir / "runs").glob(f"{failed.run_id}/faults/csv/parent.csv")), "parent's file was written"
-    result = _migrate(settings, instance, ["faults/staged/parent"])
+    result = _migrate(settings, instance, ["faults/staged/parent.staged"])
     assert not result.success
-    assert "no run of faults that succeeded has its csv file; materialize faults/csv/parent first" in failure_message(
-        result
+    assert (
+        "no run of faults that succeeded has its csv file; materialize faults/csv/parent.csv first"
+        in failure_message(result)
     )
 
 
@@ -310,7 +316,7 @@ def test_a_full_disk_is_named_and_leaves_no_partial_file(faults, instance, postg
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, hard))
     try:
-        result = _migrate(settings, instance, ["faults/csv/child"])
+        result = _migrate(settings, instance, ["faults/csv/child.csv"])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
@@ -321,7 +327,6 @@ def test_a_full_disk_is_named_and_leaves_no_partial_file(faults, instance, postg
     assert not list(settings.workdir.rglob("*.part"))
     assert target_state(postgres, database) == before
     _completes(settings, instance, postgres, database)
-
 
 
 def test_a_run_log_that_cannot_be_written_is_said_and_moves_nothing_less(faults, instance, postgres):
@@ -335,6 +340,7 @@ def test_a_run_log_that_cannot_be_written_is_said_and_moves_nothing_less(faults,
     assert any("the run log" in m and "could not be written (started)" in m for m in said)
     assert _rows(postgres, database) == {"parent": 100, "child": ROWS}
     assert instance.get_run_by_id(result.run_id).tags["alkemio/faults"] == "completed"
+
 
 KILLED_STEP = """
 import json, sys

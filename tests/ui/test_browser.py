@@ -1,6 +1,6 @@
 """The UI as a person uses it, in a real browser: Debian's Chromium, headless, driven by
 Playwright, against `dagster dev` on loopback over the hand-written fixture. The lineage, "Materialize
-all", the finished run, a table's asset page with its columns, one of its checks, and a check
+all", the finished run, a table's three nodes, its asset page with its columns, one of its checks, and a check
 that fails on a deliberately broken target (an index dropped from it). Screenshots go to
 var/test-artifacts/browser/ (the ones in docs/ are copies of them)."""
 
@@ -228,6 +228,24 @@ def test_materialize_all_from_the_lineage_then_read_a_table_and_its_checks(page,
     page.get_by_text("alkemio_3_stage").first.wait_for()
     assert page.get_by_text("alkemio_4_load").first.is_visible()
     _shot(page, "lineage")
+
+    # a table's three stages, each node saying what it is: the export's file, the staged file, the table
+    page.goto("/assets/alkemio/staged/user.staged?view=lineage")
+    page.get_by_text("alkemio_2_export").first.wait_for()
+    for label in ("user.csv", "user.staged", "user"):
+        assert page.get_by_text(label, exact=True).first.is_visible(), label
+    # zoomed in, each node shows its latest event, its checks, its status and its kinds
+    zoom_in = page.locator("button:has([aria-label=zoom_in])")
+    for _ in range(8):
+        if page.get_by_text("Asset checks").first.is_visible():
+            break
+        zoom_in.click()
+    for _ in range(3):  # a little closer, to be read in a screenshot
+        zoom_in.click()
+    assert page.get_by_text("Asset checks").first.is_visible()
+    assert page.get_by_text("DuckDB", exact=True).first.is_visible()
+    assert page.get_by_text("Materialized").first.is_visible()
+    _shot(page, "stages")
 
     # a table's asset page: what it is, where it is, its rows and the columns with their casts
     page.goto("/assets/alkemio/postgres/user")
