@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 
 import dagster as dg
@@ -125,11 +126,22 @@ def executor(name: str | None = None) -> dg.ExecutorDefinition:
     return EXECUTORS[name]()
 
 
+# what a command line names when it asks for the snapshot itself
+TAKES_SNAPSHOT = ("refresh_catalog", "source_catalog")
+
+
+def _say_snapshot_missing() -> bool:
+    """A missing or stale snapshot is said where a person started the process (the CLI, the UI),
+    not again by each step process of a run (Dagster's forkserver children), and not to a person
+    whose command is the one that takes the snapshot (`dg launch --job refresh_catalog`)."""
+    if multiprocessing.parent_process() is not None:
+        return False
+    return not any(name in arg for arg in sys.argv[1:] for name in TAKES_SNAPSHOT)
+
+
 def pair_definitions(pair: DatabasePair, settings: Settings) -> dg.Definitions:
     """A database pair's catalog asset, and once its snapshot exists, its tables and `DB/verified`."""
-    # every step process of a run loads the definitions again (Dagster's forkserver children):
-    # a missing or stale snapshot is said where a person started the process (the CLI, the UI)
-    snapshot = read_snapshot(pair.name, settings.catalog_dir, warn=multiprocessing.parent_process() is None)
+    snapshot = read_snapshot(pair.name, settings.catalog_dir, warn=_say_snapshot_missing())
     tables = build_pair_definitions(pair, settings, snapshot, after=[PREFLIGHT_KEY])
     if snapshot is None:
         return tables

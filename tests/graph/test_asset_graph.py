@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -166,9 +167,7 @@ def test_sharded_steps_keep_the_assets_and_the_lineage(fixture_defs):
         assert step.keys == {key for t in tables for key in assets[t].keys.values()}
         assert {c.asset_key for c in step.check_keys} <= {assets[t].keys["postgres"] for t in tables}
     # the cycle storage_aggregator <-> storage_bucket (an edge the lineage leaves out) stays in one step
-    (holder,) = [
-        s for s in steps.values() if dg.AssetKey(["alkemio", "postgres", "storage_aggregator"]) in s.keys
-    ]
+    (holder,) = [s for s in steps.values() if dg.AssetKey(["alkemio", "postgres", "storage_aggregator"]) in s.keys]
     assert dg.AssetKey(["alkemio", "postgres", "storage_bucket"]) in holder.keys
     # where lineage crosses shards Dagster splits the steps, so a job has more steps than shards
     job = sharded.resolve_job_def("migrate_all")
@@ -230,11 +229,23 @@ def test_names_that_collide_as_keys_are_refused():
         table_assets(DatabasePair("db", "db", "db"), [a, b])
 
 
-def test_a_missing_snapshot_is_said_once_by_the_process_a_person_started_not_by_each_step(tmp_path: Path):
+def test_a_missing_snapshot_is_said_once_by_the_process_a_person_started_not_by_each_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     settings = migration_settings({"alkemio": "alkemio", "kratos": "kratos"}, str(tmp_path))
     pair = settings.pair("alkemio")
     with pytest.warns(CatalogSnapshotWarning, match="no catalog snapshot for 'alkemio'"):
         pair_definitions(pair, settings)
+    # not to the person whose command takes the snapshot
+    for command in (
+        ["dg", "launch", "--job", "refresh_catalog"],
+        ["dg", "launch", "--assets", "alkemio/source_catalog"],
+    ):
+        monkeypatch.setattr(sys, "argv", command)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CatalogSnapshotWarning)
+            pair_definitions(pair, settings)
+    monkeypatch.undo()
 
     said: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()
 
