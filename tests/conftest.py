@@ -4,9 +4,11 @@ with unique names that are dropped afterwards, so tests run in any order and twi
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from psycopg import sql
 for _var in ("DATABASE_PASSWORD", "MYSQL_ROOT_PASSWORD", "DAGSTER_PG_PASSWORD"):
     os.environ.setdefault(_var, "")
 
-from alkemio_assets.core.settings import Settings, load_settings  # noqa: E402
+from alkemio_assets.core.settings import REPO_ROOT, Settings, load_settings  # noqa: E402
 from fixtures import (  # noqa: E402
     FIXTURE_DATABASES,
     HANDWRITTEN,
@@ -292,3 +294,46 @@ def target_state(postgres: PostgresResource, database: str) -> dict[str, object]
                 "AND application_name LIKE 'alkemio-migration %' AND pid <> pg_backend_pid()"
             ).fetchone(),
         }
+
+
+# --- A checkout of the scripts as a newcomer has it (tests/ui) ----------------------------------
+OWN = {".env", "var", ".git"}  # the checkout's own: its settings and its work files
+
+
+@dataclass(frozen=True)
+class Checkout:
+    root: Path
+    port: int  # DAGSTER_PORT, for scripts/ui
+    storage: str  # the Dagster storage database its .env names
+
+    def configure(self, **settings: str) -> None:
+        """Lines added to its .env (later lines win, for the scripts' shell and for Dagster)."""
+        with (self.root / ".env").open("a") as env:
+            env.writelines(f"{name}={value}\n" for name, value in settings.items())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, postgres: PostgresResource, unique_name: str) -> Iterator[Checkout]:
+    """The repository's files linked into a folder of its own, with the `.env` scripts/bootstrap
+    makes from `.env.example`, but for a Dagster storage database of the test's (dropped afterwards)."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for entry in REPO_ROOT.iterdir():
+        if entry.name not in OWN:
+            (root / entry.name).symlink_to(entry)
+    storage = f"{unique_name}_dagster"
+    settings = (REPO_ROOT / ".env.example").read_text().replace("DAGSTER_PG_DB=dagster", f"DAGSTER_PG_DB={storage}")
+    assert storage in settings
+    (root / ".env").write_text(settings)
+    checkout = Checkout(root, free_port(), storage)
+    checkout.configure(DAGSTER_PORT=str(checkout.port))
+    try:
+        yield checkout
+    finally:
+        postgres.drop_database(storage)

@@ -16,7 +16,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from alkemio_assets.core.settings import Settings
 from alkemio_assets.operations.app_env import postgres_settings, switch_to_postgres
-from alkemio_assets.operations.report import REPORT_KEY, report_folder
+from alkemio_assets.operations.report import CUTOVER_SETTINGS, REPORT_KEY, report_folder
 from alkemio_assets.stages.run_log import record, run_log_path
 
 CUTOVER_KEY = dg.AssetKey(["migration", "cutover"])
@@ -73,9 +73,9 @@ def cutover_asset(settings: Settings, gates: Sequence[dg.AssetCheckKey] = ()) ->
             *(f"{name}={value}" for name, value in values.items()),
             f"# DATABASE_PASSWORD=<the value of {settings.target.password_env}>",
         ]
-        (folder / "cutover.env").write_text("\n".join(lines) + "\n")
+        (folder / CUTOVER_SETTINGS).write_text("\n".join(lines) + "\n")
         metadata: dict[str, dg.RawMetadataValue] = {
-            "settings": dg.MetadataValue.path(str(folder / "cutover.env")),
+            "settings": dg.MetadataValue.path(str(folder / CUTOVER_SETTINGS)),
             "lines": dg.MetadataValue.md("\n".join(f"- `{name}={value}`" for name, value in values.items())),
             "rollback": "job rollback: points the env file back at MySQL and proves MySQL intact",
         }
@@ -84,7 +84,7 @@ def cutover_asset(settings: Settings, gates: Sequence[dg.AssetCheckKey] = ()) ->
             metadata |= {"env_file": dg.MetadataValue.path(str(env_file)), "backup": dg.MetadataValue.path(str(backup))}
             done = f"cut-over: {env_file} points at PostgreSQL ({len(values)} lines; as before in {backup.name})"
         else:
-            done = f"cut-over: settings in {folder / 'cutover.env'}; no MIGRATION_APP_ENV_FILE to rewrite"
+            done = f"cut-over: settings in {folder / CUTOVER_SETTINGS}; no MIGRATION_APP_ENV_FILE to rewrite"
         record(run_log_path(settings), "completed", done, folder.name, action="cutover", say=context.log.error)
         context.log.info(done)
         return dg.MaterializeResult(metadata=metadata)

@@ -202,6 +202,7 @@ def summary(databases: dict) -> str:
 
 
 SUGGESTED_SQL = "suggested.sql"  # per database folder: the SQL the WARN checks propose
+CUTOVER_SETTINGS = "cutover.env"  # in the run folder: the applications' PostgreSQL settings
 
 
 def excluded_lines(excluded: Mapping[str, str]) -> list[str]:
@@ -227,19 +228,23 @@ def suggested_statements(db: dict) -> list[str]:
     return [line for origin, statements in found if statements for line in (f"-- {origin}", *statements)]
 
 
-def failed_errors(databases: dict) -> list[str]:
+def failed_checks(databases: dict, severity: str) -> list[tuple[str, str]]:
+    """The checks of one severity that failed, each with where: `DB.T` for a table's, `DB` for a
+    database's."""
     failed = []
     for name, db in databases.items():
         for table, entry in db["tables"].items():
             failed += [
-                f"{name}.{table}: {c}"
+                (f"{name}.{table}", c)
                 for c, r in entry["checks"].items()
-                if not r["passed"] and r["severity"] == "ERROR"
+                if not r["passed"] and r["severity"] == severity
             ]
-        failed += [
-            f"{name}: {c}" for c, r in db["database_checks"].items() if not r["passed"] and r["severity"] == "ERROR"
-        ]
+        failed += [(name, c) for c, r in db["database_checks"].items() if not r["passed"] and r["severity"] == severity]
     return failed
+
+
+def failed_errors(databases: dict) -> list[str]:
+    return [f"{where}: {check}" for where, check in failed_checks(databases, "ERROR")]
 
 
 WINDOW_MINUTES = 30  # the seed's target for hard downtime
@@ -260,6 +265,31 @@ def verdict(databases: dict) -> list[str]:
         minutes = (max(ends) - min(starts)).total_seconds() / 60
         lines.append(f"Migration time: {minutes:.1f} minutes of the {WINDOW_MINUTES}-minute window.")
     return lines
+
+
+def warned(databases: dict) -> str | None:
+    """The WARN checks that failed, each with how many tables (or which databases) it failed on."""
+    places: dict[str, list[str]] = {}
+    for where, check in failed_checks(databases, "WARN"):
+        places.setdefault(check, []).append(where)
+    if not places:
+        return None
+    return "; ".join(
+        f"{check} on {len(found)} table(s)" if "." in found[0] else f"{check} on {', '.join(found)}"
+        for check, found in places.items()
+    )
+
+
+def closing(databases: dict, folder: Path) -> str:
+    """What a headless run ends with, as pgloader's does: the per-table summary, the verdict and
+    the time against the window, the WARN checks that failed, and where the report is."""
+    lines = [summary(databases), *(line.replace("**", "") for line in verdict(databases))]
+    if found := warned(databases):
+        lines.append(f"WARN checks that failed (for people to decide, see the report): {found}")
+    lines.append(f"Report (checks and the manual checklist): {folder / 'report.md'}")
+    if (folder / CUTOVER_SETTINGS).exists():
+        lines.append(f"Cut-over settings: {folder / CUTOVER_SETTINGS}")
+    return "\n".join(lines) + "\n"
 
 
 def events_table(events: list[RunEvent]) -> list[str]:
@@ -393,14 +423,15 @@ def report_asset(settings: Settings, upstream: list[dg.AssetKey]) -> dg.AssetsDe
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m alkemio_assets.operations.report RUN_FOLDER`: the run's per-table summary."""
+    """`python -m alkemio_assets.operations.report RUN_FOLDER`: the run's closing lines."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not (Path(args[0]) / "report.json").is_file():
         print(
             "usage: python -m alkemio_assets.operations.report RUN_FOLDER  (a folder with report.json)", file=sys.stderr
         )
         return 2
-    print(summary(json.loads((Path(args[0]) / "report.json").read_text(encoding="utf-8"))), end="")
+    folder = Path(args[0])
+    print(closing(json.loads((folder / "report.json").read_text(encoding="utf-8")), folder), end="")
     return 0
 
 

@@ -158,12 +158,13 @@ def test_the_sql_the_warn_checks_propose_is_gathered_into_one_file_per_database(
 
 def test_a_headless_run_ends_with_the_per_table_summary(tmp_path: Path, capsys) -> None:
     """As pgloader ends: per table the rows on both sides, the seconds of each stage and the
-    checks passed, a total per database; printed from the run folder's report.json."""
+    checks passed, a total per database; then the verdict, the time against the window, the WARN
+    checks that failed and where the report is; printed from the run folder's report.json."""
     _database(
         tmp_path,
         "alkemio",
         {"row_count": {"passed": True, "severity": "ERROR"}, "indexes": {"passed": False, "severity": "WARN"}},
-        {},
+        {"query_plans": {"passed": False, "severity": "WARN"}},
     )
     databases = gather(tmp_path)
     lines = summary(databases).splitlines()
@@ -173,5 +174,16 @@ def test_a_headless_run_ends_with_the_per_table_summary(tmp_path: Path, capsys) 
 
     (tmp_path / "report.json").write_text(json.dumps(databases))
     assert main([str(tmp_path)]) == 0
-    assert capsys.readouterr().out == summary(databases)
+    out = capsys.readouterr().out
+    assert out.startswith(summary(databases))
+    assert out[len(summary(databases)) :].splitlines() == [
+        "",
+        "Verdict: every ERROR check passed; the cut-over may go (after the manual checklist below).",
+        "Migration time: 7.5 minutes of the 30-minute window.",
+        "WARN checks that failed (for people to decide, see the report): indexes on 1 table(s); query_plans on alkemio",
+        f"Report (checks and the manual checklist): {tmp_path / 'report.md'}",
+    ]
+    (tmp_path / "cutover.env").write_text("DATABASE_TYPE=postgres\n")  # once the cut-over wrote its settings
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"Cut-over settings: {tmp_path / 'cutover.env'}"
     assert main([str(tmp_path / "nowhere")]) == 2

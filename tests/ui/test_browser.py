@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from conftest import fixture_sources, fixture_targets, migration_settings, run_job
+from conftest import fixture_sources, fixture_targets, free_port, migration_settings, run_job
 
 from alkemio_assets.core.settings import REPO_ROOT, Settings
 from fixtures import HANDWRITTEN, HANDWRITTEN_CONFIG
@@ -62,12 +61,6 @@ class Webserver:
         request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)["data"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _environment(settings: Settings, databases: dict[str, str], storage: str, home: Path) -> dict[str, str]:
@@ -135,7 +128,7 @@ def webserver(
         with dg.DagsterInstance.ephemeral() as instance:
             assert run_job(settings, instance, "refresh_catalog").success
         postgres.create_database(storage)
-        port = _free_port()
+        port = free_port()
         log = home / "dagster-dev.log"
         with log.open("wb") as out:
             process = subprocess.Popen(

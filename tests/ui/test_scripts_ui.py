@@ -12,37 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from test_browser import _free_port, _wait_until_serving
-
-from alkemio_assets.core.settings import REPO_ROOT
-from resources import PostgresResource
+from conftest import Checkout
+from test_browser import _wait_until_serving
 
 pytestmark = pytest.mark.e2e
-OWN = {".env", "var", ".git"}  # the checkout's own: its settings and its work files
-
-
-@pytest.fixture
-def checkout(tmp_path: Path, postgres: PostgresResource, unique_name: str) -> Iterator[tuple[Path, int]]:
-    """The repository's files linked into a folder of its own, with a `.env` whose Dagster
-    storage database is the test's (scripts/bootstrap creates it; dropped afterwards)."""
-    root = tmp_path / "checkout"
-    root.mkdir()
-    for entry in REPO_ROOT.iterdir():
-        if entry.name not in OWN:
-            (root / entry.name).symlink_to(entry)
-    storage = f"{unique_name}_dagster"
-    settings = (REPO_ROOT / ".env.example").read_text().replace("DAGSTER_PG_DB=dagster", f"DAGSTER_PG_DB={storage}")
-    assert storage in settings
-    port = _free_port()
-    (root / ".env").write_text(settings + f"\nDAGSTER_PORT={port}\n")
-    try:
-        yield root, port
-    finally:
-        postgres.drop_database(storage)
 
 
 def _serving(port: int) -> bool:
@@ -50,8 +25,8 @@ def _serving(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_scripts_ui_in_the_background_stops_on_sigterm(checkout: tuple[Path, int]) -> None:
-    root, port = checkout
+def test_scripts_ui_in_the_background_stops_on_sigterm(checkout: Checkout) -> None:
+    root, port = checkout.root, checkout.port
     log = root / "ui.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
