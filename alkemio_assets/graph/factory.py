@@ -1,11 +1,12 @@
 """The factory: a catalog snapshot -> one multi-asset step per database pair (or per shard).
 
-Three assets per table (`DB/csv/T.csv` -> `DB/staged/T.staged` -> `DB/postgres/T`), all
-in one subsettable multi-asset step per database, as Dagster's own integrations do (dbt, sling,
-dlt): a run over every table costs one step, not one process per table and stage, and any single
-table can still be materialized alone. Each loaded table depends on the loaded tables its foreign keys
-name, so the lineage mirrors the schema. On a cluster, MIGRATION_SHARDS splits a database's
-tables into that many steps of about equal size; the assets and the lineage stay the same.
+Three assets per table (`DB/csv/T.csv` -> `DB/staged/T.staged` -> `DB/postgres/T`), all in
+one subsettable multi-asset step per database, as Dagster's own integrations do (dbt, sling,
+dlt): a run over every table costs one step, not one process per table and stage, and any
+single table can still be materialized alone. Each loaded table depends on the loaded tables its
+foreign keys name, so the lineage mirrors the schema. On a cluster, MIGRATION_SHARDS splits a
+database's tables into that many steps of about equal size; the assets and the lineage stay the
+same.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.

@@ -228,23 +228,25 @@ def suggested_statements(db: dict) -> list[str]:
     return [line for origin, statements in found if statements for line in (f"-- {origin}", *statements)]
 
 
-def failed_checks(databases: dict, severity: str) -> list[tuple[str, str]]:
-    """The checks of one severity that failed, each with where: `DB.T` for a table's, `DB` for a
-    database's."""
-    failed = []
+def failed_checks(databases: dict, severity: str) -> list[tuple[str, str | None, str]]:
+    """The checks of one severity that failed: (database, table or None for a database's, check)."""
+    failed: list[tuple[str, str | None, str]] = []
     for name, db in databases.items():
         for table, entry in db["tables"].items():
             failed += [
-                (f"{name}.{table}", c)
-                for c, r in entry["checks"].items()
-                if not r["passed"] and r["severity"] == severity
+                (name, table, c) for c, r in entry["checks"].items() if not r["passed"] and r["severity"] == severity
             ]
-        failed += [(name, c) for c, r in db["database_checks"].items() if not r["passed"] and r["severity"] == severity]
+        failed += [
+            (name, None, c) for c, r in db["database_checks"].items() if not r["passed"] and r["severity"] == severity
+        ]
     return failed
 
 
 def failed_errors(databases: dict) -> list[str]:
-    return [f"{where}: {check}" for where, check in failed_checks(databases, "ERROR")]
+    return [
+        f"{name}.{table}: {check}" if table else f"{name}: {check}"
+        for name, table, check in failed_checks(databases, "ERROR")
+    ]
 
 
 WINDOW_MINUTES = 30  # the seed's target for hard downtime
@@ -269,15 +271,16 @@ def verdict(databases: dict) -> list[str]:
 
 def warned(databases: dict) -> str | None:
     """The WARN checks that failed, each with how many tables (or which databases) it failed on."""
-    places: dict[str, list[str]] = {}
-    for where, check in failed_checks(databases, "WARN"):
-        places.setdefault(check, []).append(where)
-    if not places:
-        return None
-    return "; ".join(
-        f"{check} on {len(found)} table(s)" if "." in found[0] else f"{check} on {', '.join(found)}"
-        for check, found in places.items()
-    )
+    tables: dict[str, int] = {}
+    databases_of: dict[str, list[str]] = {}
+    for name, table, check in failed_checks(databases, "WARN"):
+        if table:
+            tables[check] = tables.get(check, 0) + 1
+        else:
+            databases_of.setdefault(check, []).append(name)
+    said = [f"{check} on {n} table(s)" for check, n in tables.items()]
+    said += [f"{check} on {', '.join(names)}" for check, names in databases_of.items()]
+    return "; ".join(said) or None
 
 
 def closing(databases: dict, folder: Path) -> str:
