@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,21 +136,42 @@ import dagster as dg  # noqa: E402
 from alkemio_assets.definitions import build_definitions  # noqa: E402
 
 
+def run_environment(
+    databases: dict[str, str],
+    workdir: str,
+    targets: dict[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """What a run over the per-test databases reads from its environment (or a `.env`): `base`
+    (this process's environment unless given) with each pair's database names (the same on both
+    servers unless `targets` names the PostgreSQL ones) and work files in `workdir`."""
+    env = dict(os.environ if base is None else base)
+    targets = targets or databases
+    for name, database in databases.items():
+        env[f"{name.upper()}_MYSQL_DATABASE"] = database
+        env[f"{name.upper()}_DATABASE_NAME"] = targets[name]
+    # the seed's names, which win over ALKEMIO_* for the alkemio pair
+    for seed, side in (("MYSQL_DATABASE", databases), ("DATABASE_NAME", targets)):
+        if "alkemio" in side:
+            env[seed] = side["alkemio"]
+        else:
+            env.pop(seed, None)
+    # per-test copies: no backup to prove, nobody else writing, no shared hydra/synapse databases
+    # (tests/operations/test_preflight.py drills each of these)
+    return env | {
+        "MIGRATION_WORKDIR": workdir,
+        "MIGRATION_BACKUP": "none",
+        "MIGRATION_QUIET_SECONDS": "0",
+        "MIGRATION_EXTRA_DATABASES": "",
+    }
+
+
 def migration_settings(
     databases: dict[str, str], workdir: str, config_path=None, targets: dict[str, str] | None = None
 ) -> Settings:
     """Settings for the per-test databases (same name on both servers, unless `targets` names
     the PostgreSQL ones), work files in `workdir`."""
-    env = dict(os.environ)
-    for name, database in databases.items():
-        env[f"{name.upper()}_MYSQL_DATABASE"] = database
-        env[f"{name.upper()}_DATABASE_NAME"] = (targets or databases)[name]
-    env.pop("MYSQL_DATABASE", None)
-    env.pop("DATABASE_NAME", None)
-    env["MIGRATION_WORKDIR"] = workdir
-    # per-test copies: no backup to prove, nobody else writing, no shared hydra/synapse databases
-    # (tests/operations/test_preflight.py drills each of these)
-    env |= {"MIGRATION_BACKUP": "none", "MIGRATION_QUIET_SECONDS": "0", "MIGRATION_EXTRA_DATABASES": ""}
+    env = run_environment(databases, workdir, targets)
     return load_settings(env, config_path=config_path or HANDWRITTEN_CONFIG)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from conftest import fixture_sources, fixture_targets, free_port, migration_settings, run_job
+from conftest import fixture_sources, fixture_targets, free_port, migration_settings, run_environment, run_job
 
 from alkemio_assets.core.settings import REPO_ROOT, Settings
 from fixtures import HANDWRITTEN, HANDWRITTEN_CONFIG
@@ -65,18 +65,9 @@ class Webserver:
 
 def _environment(settings: Settings, databases: dict[str, str], storage: str, home: Path) -> dict[str, str]:
     """What `scripts/ui` would have from .env, for this test's own databases and folders."""
-    env = dict(os.environ)
-    for name, database in databases.items():
-        env[f"{name.upper()}_MYSQL_DATABASE"] = env[f"{name.upper()}_DATABASE_NAME"] = database
-    env.pop("MYSQL_DATABASE", None)
-    env.pop("DATABASE_NAME", None)
     target = settings.target
-    return env | {
+    return run_environment(databases, str(settings.workdir)) | {
         "MIGRATION_CONFIG": str(HANDWRITTEN_CONFIG),
-        "MIGRATION_WORKDIR": str(settings.workdir),
-        "MIGRATION_BACKUP": "none",
-        "MIGRATION_QUIET_SECONDS": "0",
-        "MIGRATION_EXTRA_DATABASES": "",
         "DAGSTER_HOME": str(home),
         "PYTHONPATH": str(REPO_ROOT),
         "DAGSTER_PG_HOST": target.host,

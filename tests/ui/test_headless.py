@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Checkout, fixture_sources, fixture_targets
+from conftest import Checkout, fixture_sources, fixture_targets, run_environment
 
 from fixtures import HANDWRITTEN, HANDWRITTEN_CONFIG
 from fixtures.generator import generate
@@ -58,17 +58,10 @@ def test_a_headless_run_shows_its_progress_and_ends_with_the_summary_and_the_rep
             MYSQL_PORT=str(mysql.port),
             MYSQL_USER=mysql.user,
             MIGRATION_CONFIG=str(HANDWRITTEN_CONFIG),
+            MIGRATION_PROGRESS_SECONDS="1",
             # the run folder in the checkout, as the scripts find it: a relative one is the
             # repository's, and the package this checkout imports is the linked repository's
-            MIGRATION_WORKDIR=str(checkout.root / "var"),
-            MYSQL_DATABASE=databases["alkemio"],
-            DATABASE_NAME=databases["alkemio"],
-            KRATOS_MYSQL_DATABASE=databases["kratos"],
-            KRATOS_DATABASE_NAME=databases["kratos"],
-            MIGRATION_BACKUP="none",
-            MIGRATION_QUIET_SECONDS="0",
-            MIGRATION_EXTRA_DATABASES="",
-            MIGRATION_PROGRESS_SECONDS="1",
+            **run_environment(databases, str(checkout.root / "var"), base={}),
         )
         _run(checkout, "scripts/job", "refresh_catalog")
         out = _run(checkout, "scripts/job", "migrate_all")
